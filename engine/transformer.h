@@ -1,0 +1,65 @@
+// The forward pass of a Transformer encoder-decoder ("Attention Is All You Need"), batched.
+//
+// The encoder takes a packed batch: the token rows of every sentence back to back, no padding rows,
+// with `offsets` marking where each sentence starts; attention is confined to each sentence (its
+// padding mask). The decoder runs one step for any set of rows (beams of any sentences, at any
+// step), so sequences can join and leave the running batch between steps.
+//
+// Functions are stateless apart from the caller's Workspace and DecoderCache; a Workspace must not
+// be shared between threads.
+#ifndef ROSETTA_ENGINE_TRANSFORMER_H_
+#define ROSETTA_ENGINE_TRANSFORMER_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "engine/aligned_vector.h"
+#include "engine/decoder_cache.h"
+#include "engine/transformer_weights.h"
+
+namespace rosetta {
+
+// Scratch buffers reused across calls; they grow to the largest batch seen and are never shrunk.
+class Workspace {
+ public:
+  float* Get(int index, size_t floats);
+
+ private:
+  std::vector<AlignedVector<float>> buffers_;
+};
+
+// Runs the encoder on a packed batch. `offsets` has one entry per sentence plus a final one equal
+// to the number of rows; sentence i is rows [offsets[i], offsets[i+1]). Writes [rows x d_model] to
+// `output`. REQUIRES: ids valid for the source vocabulary; sentence lengths within the position
+// table.
+void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
+                std::span<const int> offsets, Workspace& workspace, float* output);
+
+// Floats of cross-attention memory for a source sentence of `length` rows.
+int64_t CrossMemoryFloats(const TransformerModel& model, int length);
+
+// Computes the cross-attention keys and values of every decoder layer for packed encoder output
+// rows; sentence i's memory ([layers x length_i x 2*d_model]) is written to memories[i].
+void ComputeCrossMemory(const TransformerModel& model, const float* encoder_output,
+                        std::span<const int> offsets, std::span<float* const> memories,
+                        Workspace& workspace);
+
+// One row of a decoder step: a beam of some sentence.
+struct DecoderRow {
+  int token = 0;  // the input token at this step
+  int step = 0;   // its position: the number of tokens before it
+  // Offsets (DecoderCache::RowOffset) of this beam's history for steps 0..step; the last one is
+  // where this step's keys and values are written.
+  const int64_t* history = nullptr;
+  const float* cross_memory = nullptr;  // from ComputeCrossMemory
+  int source_length = 0;
+};
+
+// Runs one decoder step for `rows` and writes [rows x target_vocab] logits.
+void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> rows,
+                    DecoderCache& cache, Workspace& workspace, float* logits);
+
+}  // namespace rosetta
+
+#endif  // ROSETTA_ENGINE_TRANSFORMER_H_

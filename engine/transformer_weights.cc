@@ -1,0 +1,34 @@
+#include "engine/transformer_weights.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace rosetta {
+
+AlignedVector<float> MakeSinusoidalTable(int max_positions, int dim, SinusoidalLayout layout,
+                                         int first_time) {
+  AlignedVector<float> table(static_cast<size_t>(max_positions) * dim);
+  const int half = dim / 2;
+  for (int p = 0; p < max_positions; ++p) {
+    float* row = table.data() + static_cast<size_t>(p) * dim;
+    for (int i = 0; i < half; ++i) {
+      double inv_timescale;
+      if (layout == SinusoidalLayout::kTensor2Tensor) {
+        inv_timescale = std::exp(-i * std::log(10000.0) / std::max(half - 1, 1));
+      } else {
+        inv_timescale = std::pow(10000.0, -2.0 * i / dim);
+      }
+      const double angle = (p + first_time) * inv_timescale;
+      if (layout == SinusoidalLayout::kInterleaved) {
+        row[2 * i] = static_cast<float>(std::sin(angle));
+        row[2 * i + 1] = static_cast<float>(std::cos(angle));
+      } else {
+        row[i] = static_cast<float>(std::sin(angle));
+        row[half + i] = static_cast<float>(std::cos(angle));
+      }
+    }
+  }
+  return table;
+}
+
+}  // namespace rosetta

@@ -1,0 +1,52 @@
+#include "tests/test_util.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "gtest/gtest.h"
+
+namespace rosetta::testing {
+
+std::string SharedDir() {
+  if (const char* dir = std::getenv("ROSETTA_SHARED_DIR"); dir != nullptr) return dir;
+  return ROSETTA_SHARED_DIR;
+}
+
+std::string ArenModel(const std::string& variant) {
+  return SharedDir() + "/models/ctranslate2/" + variant;
+}
+
+std::string MakeTempDir(const std::string& name) {
+  const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                              ("rosetta_test_" + std::to_string(::getpid())) /
+                              (std::string(info->test_suite_name()) + "." + info->name()) / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+void WriteFile(const std::string& path, const std::string& content) {
+  std::ofstream out(path, std::ios::binary);
+  out << content;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale) {
+  std::normal_distribution<float> dist(0.0f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+}  // namespace rosetta::testing

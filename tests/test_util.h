@@ -1,0 +1,26 @@
+// Helpers shared by the tests.
+#ifndef ROSETTA_TESTS_TEST_UTIL_H_
+#define ROSETTA_TESTS_TEST_UTIL_H_
+
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace rosetta::testing {
+
+// ../shared beside the repository (models, test sets).
+std::string SharedDir();
+// A CTranslate2 aren-transliteration model directory, e.g. "v2/aren-transliteration-i8".
+std::string ArenModel(const std::string& variant);
+
+// A fresh empty directory under the test's temporary directory.
+std::string MakeTempDir(const std::string& name);
+void WriteFile(const std::string& path, const std::string& content);
+std::string ReadFile(const std::string& path);
+
+std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f);
+
+}  // namespace rosetta::testing
+
+#endif  // ROSETTA_TESTS_TEST_UTIL_H_
