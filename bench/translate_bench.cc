@@ -78,7 +78,8 @@ int Run() {
       for (int first = 0; first < count; first += batch) {
         std::vector<std::vector<int32_t>> chunk(sources.begin() + first,
                                                 sources.begin() + std::min(first + batch, count));
-        auto results = rosetta::TranslateBatch((*model)->transformer, chunk, options);
+        auto results = rosetta::TranslateBatch((*model)->transformer, chunk, options,
+                                               absl::GetFlag(FLAGS_threads));
         if (!results.ok()) {
           std::cerr << results.status() << "\n";
           return 1;

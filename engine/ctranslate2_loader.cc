@@ -491,6 +491,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   if (config.value("add_source_eos", false) && source.Find(eos))
     result->source_eos_id = *source.Find(eos);
   result->codec = std::make_unique<WhitespaceCodec>();
+  PackDecoderWeights(*model);
   result->transformer = std::move(model);
   return result;
 }

@@ -109,7 +109,10 @@ DecodingBatch::DecodingBatch(std::shared_ptr<const TransformerModel> model,
       options_(options),
       cache_(DecoderCache::Options{static_cast<int>(model_->decoder_layers.size()),
                                    model_->config.d_model, options.cache_page_steps,
-                                   options.cache_pages}) {}
+                                   options.cache_pages}),
+      pool_(std::make_unique<ThreadPool>(std::max(1, options.num_threads))) {
+  workspace_.set_pool(pool_.get());
+}
 
 DecodingBatch::~DecodingBatch() = default;
 
@@ -326,8 +329,9 @@ bool DecodingBatch::AdvanceGroup(Group& group, const float* log_probs) {
 
 absl::StatusOr<std::vector<std::vector<Hypothesis>>> TranslateBatch(
     std::shared_ptr<const TransformerModel> model, const std::vector<std::vector<int32_t>>& sources,
-    const DecodingOptions& options) {
+    const DecodingOptions& options, int num_threads) {
   DecodingBatchOptions batch_options;
+  batch_options.num_threads = num_threads;
   batch_options.max_beams = std::max<int>(1, static_cast<int>(sources.size()) * options.beam_size);
   const int steps_per_page = batch_options.cache_page_steps;
   const int pages_per_beam =

@@ -29,6 +29,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/decoder_cache.h"
+#include "engine/thread_pool.h"
 #include "engine/transformer.h"
 #include "engine/transformer_weights.h"
 
@@ -54,6 +55,7 @@ struct DecodingBatchOptions {
   int max_beams = 256;        // rows of one decoder step: beams of all running sentences
   int cache_pages = 0;        // capacity of the self-attention cache, in pages
   int cache_page_steps = 16;  // steps per page
+  int num_threads = 1;        // threads of the engine's own kernels (OpenBLAS has its own setting)
 };
 
 class DecodingBatch {
@@ -110,6 +112,7 @@ class DecodingBatch {
   std::shared_ptr<const TransformerModel> model_;
   DecodingBatchOptions options_;
   DecoderCache cache_;
+  std::unique_ptr<ThreadPool> pool_;
   Workspace workspace_;
   std::vector<std::unique_ptr<Group>> groups_;
   SequenceId next_id_ = 1;
@@ -121,7 +124,7 @@ class DecodingBatch {
 // Translates `sources` as one static batch (admit all, step until done) with a cache sized for it.
 absl::StatusOr<std::vector<std::vector<Hypothesis>>> TranslateBatch(
     std::shared_ptr<const TransformerModel> model, const std::vector<std::vector<int32_t>>& sources,
-    const DecodingOptions& options);
+    const DecodingOptions& options, int num_threads = 1);
 
 }  // namespace rosetta
 

@@ -1,5 +1,7 @@
 #include "engine/ops.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -109,9 +111,73 @@ void LayerNorm(const float* x, const float* gamma, const float* beta, float eps,
   }
 }
 
-ROSETTA_MULTIVERSION
-void Softmax(float* x, int64_t n) {
-  if (n <= 0) return;
+namespace {
+
+// exp(x) for 16 floats: x = n ln2 + r with |r| <= ln2/2, exp(r) by its degree-6 Taylor polynomial
+// (relative error below 2e-7), times 2^n with scalef. Inputs below -104 give 0, -inf included.
+__attribute__((target("avx512f"))) inline __m512 Exp16(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.0f)), _mm512_set1_ps(88.72f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693145751953125f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(1.428606765330187e-06f), r);
+  __m512 p = _mm512_set1_ps(1.0f / 720);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
+inline __mmask16 TailMask(int64_t remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xffff)
+                         : static_cast<__mmask16>((1u << remaining) - 1);
+}
+
+__attribute__((target("avx512f"))) float MaxAvx512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    m = _mm512_mask_max_ps(m, mask, m, _mm512_maskz_loadu_ps(mask, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+
+// Returns sum(exp(x[i] - shift)); writes the terms to `out` when it is not null.
+__attribute__((target("avx512f"))) float SumExpAvx512(const float* x, int64_t n, float shift,
+                                                      float* out) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), s));
+    sum = _mm512_mask_add_ps(sum, mask, sum, e);
+    if (out != nullptr) _mm512_mask_storeu_ps(out + i, mask, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
+
+__attribute__((target("avx512f"))) void ScaleAvx512(float* x, int64_t n, float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    _mm512_mask_storeu_ps(x + i, mask, _mm512_mul_ps(_mm512_maskz_loadu_ps(mask, x + i), s));
+  }
+}
+
+__attribute__((target("avx512f"))) void SubtractAvx512(float* x, int64_t n, float value) {
+  const __m512 v = _mm512_set1_ps(value);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 mask = TailMask(n - i);
+    _mm512_mask_storeu_ps(x + i, mask, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), v));
+  }
+}
+
+const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+
+void SoftmaxScalar(float* x, int64_t n) {
   float max_value = x[0];
   for (int64_t i = 1; i < n; ++i) max_value = std::max(max_value, x[i]);
   float sum = 0.0f;
@@ -123,16 +189,35 @@ void Softmax(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-ROSETTA_MULTIVERSION
+void LogSoftmaxRowScalar(float* row, int64_t cols) {
+  float max_value = -std::numeric_limits<float>::infinity();
+  for (int64_t c = 0; c < cols; ++c) max_value = std::max(max_value, row[c]);
+  float sum = 0.0f;
+  for (int64_t c = 0; c < cols; ++c) sum += std::exp(row[c] - max_value);
+  const float log_z = max_value + std::log(sum);
+  for (int64_t c = 0; c < cols; ++c) row[c] -= log_z;
+}
+
+}  // namespace
+
+void Softmax(float* x, int64_t n) {
+  if (n <= 0) return;
+  if (!kHasAvx512) return SoftmaxScalar(x, n);
+  const float max_value = MaxAvx512(x, n);
+  const float sum = SumExpAvx512(x, n, max_value, x);
+  ScaleAvx512(x, n, 1.0f / sum);
+}
+
 void LogSoftmax(float* x, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = x + r * cols;
-    float max_value = -std::numeric_limits<float>::infinity();
-    for (int64_t c = 0; c < cols; ++c) max_value = std::max(max_value, row[c]);
-    float sum = 0.0f;
-    for (int64_t c = 0; c < cols; ++c) sum += std::exp(row[c] - max_value);
-    const float log_z = max_value + std::log(sum);
-    for (int64_t c = 0; c < cols; ++c) row[c] -= log_z;
+    if (!kHasAvx512) {
+      LogSoftmaxRowScalar(row, cols);
+      continue;
+    }
+    const float max_value = MaxAvx512(row, cols);
+    const float sum = SumExpAvx512(row, cols, max_value, nullptr);
+    SubtractAvx512(row, cols, max_value + std::log(sum));
   }
 }
 

@@ -6,6 +6,7 @@
 #include "engine/attention.h"
 #include "engine/blas.h"
 #include "engine/ops.h"
+#include "engine/packed_gemm.h"
 
 namespace rosetta {
 
@@ -31,7 +32,15 @@ enum Buffer : int {
   kPointers,
 };
 
-void Linear(const LinearWeights& w, const float* x, int rows, float* y) {
+// Up to this many rows the packed kernel beats OpenBLAS, which repacks the weights on every call
+// (bench/gemm_bench, transformer-base shapes).
+constexpr int kMaxPackedRows = 256;
+
+void Linear(const LinearWeights& w, const float* x, int rows, float* y, Workspace& ws) {
+  if (w.packed != nullptr && rows <= kMaxPackedRows) {
+    PackedLinear(x, rows, w.in, *w.packed, y, w.out, ws.pool());
+    return;
+  }
   Gemm(false, true, rows, w.out, w.in, 1.0f, x, w.in, w.weight, w.in, 0.0f, y, w.out);
   if (w.bias != nullptr) AddBias(y, w.bias, rows, w.out);
 }
@@ -64,9 +73,9 @@ void FeedForward(const TransformerModel& model, const FeedForwardWeights& ffn, i
   float* inner = ws.Get(kFfnInner, static_cast<size_t>(rows) * ffn.inner.out);
   float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * config.d_model);
   const float* input = SublayerInput(config, ffn.norm, x, rows, normed);
-  Linear(ffn.inner, input, rows, inner);
+  Linear(ffn.inner, input, rows, inner, ws);
   ApplyActivation(config.activation, inner, static_cast<int64_t>(rows) * ffn.inner.out);
-  Linear(ffn.outer, inner, rows, projected);
+  Linear(ffn.outer, inner, rows, projected, ws);
   Residual(config, ffn.norm, projected, rows, x);
 }
 
@@ -112,7 +121,7 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
     float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * d);
     float* scores = ws.Get(kScores, static_cast<size_t>(max_length) * max_length);
 
-    Linear(attn.qkv, SublayerInput(config, attn.norm, x, rows, normed), rows, qkv);
+    Linear(attn.qkv, SublayerInput(config, attn.norm, x, rows, normed), rows, qkv, ws);
     for (int s = 0; s < num_sentences; ++s) {
       const int begin = offsets[s];
       const int length = offsets[s + 1] - begin;
@@ -127,7 +136,7 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
       args.tq = args.tk = args.key_length = length;
       AttendBlock(args, shape, scores);
     }
-    Linear(attn.output, context, rows, projected);
+    Linear(attn.output, context, rows, projected, ws);
     Residual(config, attn.norm, projected, rows, x);
     FeedForward(model, layer.ffn, rows, x, ws);
   }
@@ -146,7 +155,7 @@ void ComputeCrossMemory(const TransformerModel& model, const float* encoder_outp
   const int num_sentences = static_cast<int>(offsets.size()) - 1;
   float* kv = ws.Get(kCrossKv, static_cast<size_t>(rows) * 2 * d);
   for (size_t l = 0; l < model.decoder_layers.size(); ++l) {
-    Linear(model.decoder_layers[l].cross_attention.kv, encoder_output, rows, kv);
+    Linear(model.decoder_layers[l].cross_attention.kv, encoder_output, rows, kv, ws);
     for (int s = 0; s < num_sentences; ++s) {
       const int length = offsets[s + 1] - offsets[s];
       float* dst = memories[s] + static_cast<int64_t>(l) * length * 2 * d;
@@ -186,7 +195,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
 
     // Masked self-attention over each beam's own history (the causal mask is the history itself).
     const SelfAttentionWeights& self = layer.self_attention;
-    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv);
+    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv, ws);
     float* keys = cache.Keys(static_cast<int>(l));
     float* values = cache.Values(static_cast<int>(l));
     for (int r = 0; r < rows; ++r) {
@@ -202,12 +211,12 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(q, key_rows, value_rows, row.step + 1, shape, scores,
                 context + static_cast<int64_t>(r) * d);
     }
-    Linear(self.output, context, rows, projected);
+    Linear(self.output, context, rows, projected, ws);
     Residual(config, self.norm, projected, rows, x);
 
     // Encoder-decoder attention over the sentence's precomputed keys and values.
     const CrossAttentionWeights& cross = layer.cross_attention;
-    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv);
+    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv, ws);
     for (int r = 0; r < rows; ++r) {
       const DecoderRow& row = step_rows[r];
       const float* memory = row.cross_memory + static_cast<int64_t>(l) * row.source_length * 2 * d;
@@ -218,7 +227,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(qkv + static_cast<int64_t>(r) * d, key_rows, value_rows, row.source_length, shape,
                 scores, context + static_cast<int64_t>(r) * d);
     }
-    Linear(cross.output, context, rows, projected);
+    Linear(cross.output, context, rows, projected, ws);
     Residual(config, cross.norm, projected, rows, x);
 
     FeedForward(model, layer.ffn, rows, x, ws);
@@ -229,7 +238,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     ApplyNorm(config, model.decoder_final_norm, x, rows, normed);
     final_states = normed;
   }
-  Linear(model.output_projection, final_states, rows, logits);
+  Linear(model.output_projection, final_states, rows, logits, ws);
 }
 
 }  // namespace rosetta

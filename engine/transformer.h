@@ -16,17 +16,23 @@
 
 #include "engine/aligned_vector.h"
 #include "engine/decoder_cache.h"
+#include "engine/thread_pool.h"
 #include "engine/transformer_weights.h"
 
 namespace rosetta {
 
 // Scratch buffers reused across calls; they grow to the largest batch seen and are never shrunk.
+// Also carries the thread pool of the engine's own kernels (null: single-threaded).
 class Workspace {
  public:
   float* Get(int index, size_t floats);
 
+  ThreadPool* pool() const { return pool_; }
+  void set_pool(ThreadPool* pool) { pool_ = pool; }
+
  private:
   std::vector<AlignedVector<float>> buffers_;
+  ThreadPool* pool_ = nullptr;
 };
 
 // Runs the encoder on a packed batch. `offsets` has one entry per sentence plus a final one equal

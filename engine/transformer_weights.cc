@@ -5,6 +5,24 @@
 
 namespace rosetta {
 
+void PackDecoderWeights(TransformerModel& model) {
+  if (!PackedGemmSupported()) return;
+  auto pack = [&](LinearWeights& w) {
+    model.packed_storage.push_back(
+        std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in)));
+    w.packed = model.packed_storage.back().get();
+  };
+  for (DecoderLayerWeights& layer : model.decoder_layers) {
+    pack(layer.self_attention.qkv);
+    pack(layer.self_attention.output);
+    pack(layer.cross_attention.query);
+    pack(layer.cross_attention.output);
+    pack(layer.ffn.inner);
+    pack(layer.ffn.outer);
+  }
+  pack(model.output_projection);
+}
+
 AlignedVector<float> MakeSinusoidalTable(int max_positions, int dim, SinusoidalLayout layout,
                                          int first_time) {
   AlignedVector<float> table(static_cast<size_t>(max_positions) * dim);

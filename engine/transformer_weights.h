@@ -11,6 +11,7 @@
 
 #include "engine/aligned_vector.h"
 #include "engine/ops.h"
+#include "engine/packed_gemm.h"
 
 namespace rosetta {
 
@@ -20,6 +21,8 @@ struct LinearWeights {
   const float* bias = nullptr;  // null when the layer has no bias
   int in = 0;
   int out = 0;
+  // The same weights packed for few-row multiplication (decoder steps); null when not packed.
+  const PackedWeights* packed = nullptr;
 };
 
 struct LayerNormWeights {
@@ -103,6 +106,7 @@ struct TransformerModel {
 
   // Owns every buffer the pointers above refer to.
   std::vector<std::unique_ptr<AlignedVector<float>>> storage;
+  std::vector<std::unique_ptr<PackedWeights>> packed_storage;
 
   const float* Store(AlignedVector<float> values) {
     storage.push_back(std::make_unique<AlignedVector<float>>(std::move(values)));
@@ -113,6 +117,10 @@ struct TransformerModel {
   int source_vocab_size() const { return encoder_embeddings.vocab_size; }
   int target_vocab_size() const { return output_projection.out; }
 };
+
+// Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
+// Loaders call it once the model is complete.
+void PackDecoderWeights(TransformerModel& model);
 
 // Layouts of sinusoidal position tables found in checkpoints.
 enum class SinusoidalLayout {

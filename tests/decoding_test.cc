@@ -67,11 +67,14 @@ TEST_F(DecodingTest, BatchOf32MixedLengthsEqualsAlone) {
     options.beam_size = beam;
     options.num_hypotheses = beam;
     options.max_length = 40;
-    auto batch = TranslateBatch(model_->transformer, sources, options);
-    ASSERT_TRUE(batch.ok()) << batch.status();
-    for (size_t i = 0; i < sources.size(); ++i) {
-      ExpectSame((*batch)[i], Alone(sources[i], options),
-                 "beam " + std::to_string(beam) + " sentence " + std::to_string(i));
+    for (int threads : {1, 2}) {
+      auto batch = TranslateBatch(model_->transformer, sources, options, threads);
+      ASSERT_TRUE(batch.ok()) << batch.status();
+      for (size_t i = 0; i < sources.size(); ++i) {
+        ExpectSame((*batch)[i], Alone(sources[i], options),
+                   "beam " + std::to_string(beam) + " threads " + std::to_string(threads) +
+                       " sentence " + std::to_string(i));
+      }
     }
   }
 }

@@ -25,7 +25,7 @@ ABSL_FLAG(int, min_length, 0, "Minimum generated tokens before EOS.");
 ABSL_FLAG(int, num_hypotheses, 1, "Hypotheses printed per input, best first, tab-separated.");
 ABSL_FLAG(bool, scores, false, "Print each hypothesis' score before it (score ||| text).");
 ABSL_FLAG(int, batch_size, 32, "Sentences translated together.");
-ABSL_FLAG(int, threads, 0, "Threads for the linear algebra; 0 keeps OpenBLAS's default.");
+ABSL_FLAG(int, threads, 0, "Threads; 0 keeps OpenBLAS's default (the CPUs available).");
 
 namespace {
 
@@ -36,6 +36,7 @@ int Run() {
     return 2;
   }
   if (absl::GetFlag(FLAGS_threads) > 0) rosetta::SetBlasThreads(absl::GetFlag(FLAGS_threads));
+  const int threads = rosetta::GetBlasThreads();
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<rosetta::TranslationModel>> model =
       rosetta::LoadTranslationModel(dir);
@@ -80,7 +81,7 @@ int Run() {
       sources.push_back(std::move(*ids));
     }
     absl::StatusOr<std::vector<std::vector<rosetta::Hypothesis>>> results =
-        rosetta::TranslateBatch((*model)->transformer, sources, options);
+        rosetta::TranslateBatch((*model)->transformer, sources, options, threads);
     if (!results.ok()) {
       std::cerr << "rosetta-translate: " << results.status().message() << "\n";
       failed = true;

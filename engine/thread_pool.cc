@@ -1,0 +1,88 @@
+#include "engine/thread_pool.h"
+
+#include <immintrin.h>
+
+namespace rosetta {
+
+namespace {
+
+// Workers spin this many pause iterations before sleeping: a decoder step issues dozens of short
+// parallel loops back to back, and a condition-variable wake-up costs more than the spin.
+constexpr int kSpinIterations = 20000;
+
+void ChunkBounds(int n, int chunks, int index, int* begin, int* end) {
+  const int base = n / chunks;
+  const int extra = n % chunks;
+  *begin = index * base + std::min(index, extra);
+  *end = *begin + base + (index < extra ? 1 : 0);
+}
+
+}  // namespace
+
+ThreadPool::ThreadPool(int num_threads) {
+  for (int i = 1; i < num_threads; ++i) workers_.emplace_back([this, i] { WorkerLoop(i); });
+}
+
+ThreadPool::~ThreadPool() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stop_ = true;
+    ++generation_;
+    published_generation_.store(generation_, std::memory_order_release);
+  }
+  wake_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void ThreadPool::ParallelFor(int n, const std::function<void(int, int)>& fn) {
+  const int chunks = num_threads();
+  if (n <= 0) return;
+  if (chunks == 1 || n == 1) {
+    fn(0, n);
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    task_ = &fn;
+    task_n_ = n;
+    pending_ = static_cast<int>(workers_.size());
+    ++generation_;
+    published_generation_.store(generation_, std::memory_order_release);
+  }
+  wake_.notify_all();
+  int begin, end;
+  ChunkBounds(n, chunks, 0, &begin, &end);
+  if (begin < end) fn(begin, end);
+  std::unique_lock<std::mutex> lock(mutex_);
+  done_.wait(lock, [this] { return pending_ == 0; });
+  task_ = nullptr;
+}
+
+void ThreadPool::WorkerLoop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    for (int spin = 0; spin < kSpinIterations; ++spin) {
+      if (published_generation_.load(std::memory_order_acquire) != seen) break;
+      _mm_pause();
+    }
+    const std::function<void(int, int)>* task;
+    int n;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return generation_ != seen; });
+      seen = generation_;
+      if (stop_) return;
+      task = task_;
+      n = task_n_;
+    }
+    int begin, end;
+    ChunkBounds(n, num_threads(), index, &begin, &end);
+    if (begin < end) (*task)(begin, end);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+}
+
+}  // namespace rosetta
