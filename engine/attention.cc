@@ -78,7 +78,9 @@ void AttendBlockByGemm(const BlockAttentionArgs& a, const AttentionShape& shape,
 void AttendBlock(const BlockAttentionArgs& args, const AttentionShape& shape, float* scratch) {
   // Below this many query rows, per-row loops are faster than two small GEMMs per head.
   constexpr int kMinRowsForGemm = 8;
-  if (args.tq < kMinRowsForGemm) {
+  // Causal attention reads only the visible keys row by row: the GEMM path would multiply hidden
+  // value rows by zero probabilities, and 0 * inf is NaN.
+  if (args.tq < kMinRowsForGemm || args.causal) {
     AttendBlockByRows(args, shape, scratch);
   } else {
     AttendBlockByGemm(args, shape, scratch);

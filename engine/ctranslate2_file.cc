@@ -134,8 +134,11 @@ absl::StatusOr<Ct2ModelBin> ReadCt2ModelBin(const std::string& path) {
       ASSIGN_OR_RETURN(uint32_t elements, in.Read<uint32_t>(what));
       num_bytes = static_cast<uint64_t>(elements) * item_size;
     }
-    const uint64_t expected =
-        static_cast<uint64_t>(tensor.num_elements()) * DTypeSize(tensor.dtype);
+    const int64_t elements = CheckedNumElements(tensor.shape);
+    if (elements < 0) {
+      return in.Corrupt(absl::StrCat(what, ": shape ", ShapeString(tensor.shape), " is too large"));
+    }
+    const uint64_t expected = static_cast<uint64_t>(elements) * DTypeSize(tensor.dtype);
     if (num_bytes != expected) {
       return in.Corrupt(absl::StrCat(what, " declares ", num_bytes, " bytes but its shape ",
                                      ShapeString(tensor.shape), " of ", DTypeName(tensor.dtype),

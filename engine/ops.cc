@@ -21,7 +21,7 @@ absl::StatusOr<Activation> ParseActivation(absl::string_view name) {
   if (lower == "relu") return Activation::kRelu;
   if (lower == "gelu" || lower == "gelu_python") return Activation::kGelu;
   if (lower == "gelu_new" || lower == "gelu_fast" || lower == "gelu_pytorch_tanh" ||
-      lower == "gelutanh") {
+      lower == "gelu_tanh" || lower == "gelutanh") {
     return Activation::kGeluTanh;
   }
   if (lower == "swish" || lower == "silu") return Activation::kSilu;
@@ -167,11 +167,16 @@ __attribute__((target("avx512f"))) void ScaleAvx512(float* x, int64_t n, float s
   }
 }
 
-__attribute__((target("avx512f"))) void SubtractAvx512(float* x, int64_t n, float value) {
-  const __m512 v = _mm512_set1_ps(value);
+// x[i] = (x[i] - first) - second: subtracting the maximum first keeps the precision of large
+// logits (max + log(sum) rounded to a float would lose up to half an ulp of the maximum).
+__attribute__((target("avx512f"))) void SubtractTwiceAvx512(float* x, int64_t n, float first,
+                                                            float second) {
+  const __m512 a = _mm512_set1_ps(first);
+  const __m512 b = _mm512_set1_ps(second);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 mask = TailMask(n - i);
-    _mm512_mask_storeu_ps(x + i, mask, _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), v));
+    const __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x + i), a);
+    _mm512_mask_storeu_ps(x + i, mask, _mm512_sub_ps(v, b));
   }
 }
 
@@ -194,8 +199,8 @@ void LogSoftmaxRowScalar(float* row, int64_t cols) {
   for (int64_t c = 0; c < cols; ++c) max_value = std::max(max_value, row[c]);
   float sum = 0.0f;
   for (int64_t c = 0; c < cols; ++c) sum += std::exp(row[c] - max_value);
-  const float log_z = max_value + std::log(sum);
-  for (int64_t c = 0; c < cols; ++c) row[c] -= log_z;
+  const float log_sum = std::log(sum);
+  for (int64_t c = 0; c < cols; ++c) row[c] = (row[c] - max_value) - log_sum;
 }
 
 }  // namespace
@@ -217,7 +222,7 @@ void LogSoftmax(float* x, int64_t rows, int64_t cols) {
     }
     const float max_value = MaxAvx512(row, cols);
     const float sum = SumExpAvx512(row, cols, max_value, nullptr);
-    SubtractAvx512(row, cols, max_value + std::log(sum));
+    SubtractTwiceAvx512(row, cols, max_value, std::log(sum));
   }
 }
 

@@ -77,8 +77,11 @@ absl::StatusOr<std::unique_ptr<TensorFile>> ReadSafetensors(const std::string& p
       return tensor_error(absl::StrCat("data [", begin, ", ", end, ") lies outside the ", data_size,
                                        " bytes of data (truncated file?)"));
     }
-    const uint64_t expected =
-        static_cast<uint64_t>(tensor.num_elements()) * DTypeSize(tensor.dtype);
+    const int64_t elements = CheckedNumElements(tensor.shape);
+    if (elements < 0) {
+      return tensor_error(absl::StrCat("shape ", ShapeString(tensor.shape), " is too large"));
+    }
+    const uint64_t expected = static_cast<uint64_t>(elements) * DTypeSize(tensor.dtype);
     if (end - begin != expected) {
       return tensor_error(absl::StrCat("has ", end - begin, " bytes but shape ",
                                        ShapeString(tensor.shape), " of ", DTypeName(tensor.dtype),

@@ -2,7 +2,9 @@
 
 #include <cctype>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 
 namespace rosetta {
 
@@ -63,10 +65,13 @@ absl::StatusOr<std::vector<std::string>> SentencePieceCodec::Tokenize(
 }
 
 std::string SentencePieceCodec::Detokenize(const std::vector<std::string>& tokens) const {
+  // As MarianTokenizer.convert_tokens_to_string: decode with the target model, then turn the
+  // word-boundary marks left by pieces it does not know into spaces, and trim.
   std::string text;
   std::string error;
   if (!target_->Decode(tokens, &text, &error)) return "";
-  return text;
+  text = absl::StrReplaceAll(text, {{"\xe2\x96\x81", " "}});
+  return std::string(absl::StripAsciiWhitespace(text));
 }
 
 }  // namespace rosetta

@@ -62,6 +62,14 @@ int64_t RawTensor::num_elements() const {
   return n;
 }
 
+int64_t CheckedNumElements(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, d, &n) || n > (int64_t{1} << 48)) return -1;
+  }
+  return n;
+}
+
 std::string ShapeString(const std::vector<int64_t>& shape) {
   return absl::StrCat("[", absl::StrJoin(shape, ", "), "]");
 }
@@ -156,7 +164,7 @@ absl::StatusOr<AlignedVector<float>> TensorFile::ReadFloat(
   AlignedVector<float> out(n);
   switch (t->dtype) {
     case DType::kFloat32:
-      std::memcpy(out.data(), t->data, n * sizeof(float));
+      if (n > 0) std::memcpy(out.data(), t->data, n * sizeof(float));
       break;
     case DType::kFloat16:
     case DType::kBFloat16:

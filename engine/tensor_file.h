@@ -30,6 +30,10 @@ struct RawTensor {
   int64_t num_elements() const;
 };
 
+// The number of elements of `shape`, or -1 when a dimension is negative or the product overflows
+// (shapes come from files and must be checked before use).
+int64_t CheckedNumElements(const std::vector<int64_t>& shape);
+
 std::string ShapeString(const std::vector<int64_t>& shape);
 
 // A read-only memory mapping of a whole file.
