@@ -246,19 +246,30 @@ std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
   const int num_rows = static_cast<int>(rows_.size());
   float* logits = workspace_.Get(/*index=*/100, static_cast<size_t>(num_rows) * vocab);
   RunDecoderStep(*model_, rows_, cache_, workspace_, logits);
-  LogSoftmax(logits, num_rows, vocab);
-  for (const auto& group : groups_) {
-    const int rows = static_cast<int>(group->beams.size());
-    for (int r = 0; r < rows; ++r) {
-      float* row = logits + static_cast<int64_t>(group->first_row + r) * vocab;
-      for (int id : config.suppressed_ids) row[id] = kNegInf;
-      if (group->step < group->options.min_length) row[config.eos_id] = kNegInf;
-    }
-  }
-
-  for (size_t g = 0; g < groups_.size();) {
+  // Per sentence: log-probabilities of its beams, then the choice of its next beams. Sentences
+  // are independent, so they are spread over the threads.
+  std::vector<char> group_done(groups_.size(), 0);
+  auto advance = [&](int g) {
     Group& group = *groups_[g];
-    if (AdvanceGroup(group, logits + static_cast<int64_t>(group.first_row) * vocab)) {
+    float* group_logits = logits + static_cast<int64_t>(group.first_row) * vocab;
+    const int rows = static_cast<int>(group.beams.size());
+    LogSoftmax(group_logits, rows, vocab);
+    for (int r = 0; r < rows; ++r) {
+      float* row = group_logits + static_cast<int64_t>(r) * vocab;
+      for (int id : config.suppressed_ids) row[id] = kNegInf;
+      if (group.step < group.options.min_length) row[config.eos_id] = kNegInf;
+    }
+    group_done[g] = AdvanceGroup(group, group_logits);
+  };
+  const int num_groups = static_cast<int>(groups_.size());
+  pool_->ParallelFor(num_groups, [&](int begin, int end) {
+    for (int g = begin; g < end; ++g) advance(g);
+  });
+
+  size_t kept = 0;
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    Group& group = *groups_[g];
+    if (group_done[g]) {
       Finished finished;
       finished.id = group.id;
       finished.steps = group.step;
@@ -269,11 +280,11 @@ std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
                                  std::make_move_iterator(group.finished.begin() + keep));
       done.push_back(std::move(finished));
       ReleaseGroup(group);
-      groups_.erase(groups_.begin() + g);
     } else {
-      ++g;
+      groups_[kept++] = std::move(groups_[g]);
     }
   }
+  groups_.resize(kept);
   return done;
 }
 

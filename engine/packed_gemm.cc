@@ -13,9 +13,10 @@ constexpr int kWidth = kPackedPanelWidth;  // two AVX-512 registers of 16 floats
 // Rows per kernel call: 12 rows x 2 registers = 24 accumulators of the 32 AVX-512 registers.
 constexpr int kMaxRows = 12;
 
+// `a` is a tile of kRows input rows packed column by column: a[kk * kRows + i] = x[i][kk].
 template <int kRows>
-__attribute__((target("avx512f,fma"))) void Kernel(const float* x, int ldx, const float* panel,
-                                                   int k, const float* bias, float* y, int ldy,
+__attribute__((target("avx512f,fma"))) void Kernel(const float* a, const float* panel, int k,
+                                                   const float* bias, float* y, int ldy,
                                                    int columns) {
   __m512 acc0[kRows];
   __m512 acc1[kRows];
@@ -29,9 +30,9 @@ __attribute__((target("avx512f,fma"))) void Kernel(const float* x, int ldx, cons
     const __m512 b0 = _mm512_load_ps(panel + kk * kWidth);
     const __m512 b1 = _mm512_load_ps(panel + kk * kWidth + 16);
     for (int i = 0; i < kRows; ++i) {
-      const __m512 a = _mm512_set1_ps(x[i * ldx + kk]);
-      acc0[i] = _mm512_fmadd_ps(a, b0, acc0[i]);
-      acc1[i] = _mm512_fmadd_ps(a, b1, acc1[i]);
+      const __m512 x = _mm512_set1_ps(a[kk * kRows + i]);
+      acc0[i] = _mm512_fmadd_ps(x, b0, acc0[i]);
+      acc1[i] = _mm512_fmadd_ps(x, b1, acc1[i]);
     }
   }
   if (columns == kWidth) {
@@ -50,13 +51,26 @@ __attribute__((target("avx512f,fma"))) void Kernel(const float* x, int ldx, cons
   }
 }
 
-using KernelFn = void (*)(const float*, int, const float*, int, const float*, float*, int, int);
+using KernelFn = void (*)(const float*, const float*, int, const float*, float*, int, int);
 
 constexpr KernelFn kKernels[kMaxRows + 1] = {
     nullptr,    &Kernel<1>, &Kernel<2>, &Kernel<3>,  &Kernel<4>,  &Kernel<5>, &Kernel<6>,
     &Kernel<7>, &Kernel<8>, &Kernel<9>, &Kernel<10>, &Kernel<11>, &Kernel<12>};
 
-void RunPanels(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
+// Packs the rows of x in tiles of kMaxRows (the last one shorter), column by column, so the kernel
+// reads its inputs as one sequential stream. Tile t starts at t * kMaxRows * k.
+void PackRows(const float* x, int m, int ldx, int k, float* packed) {
+  for (int row = 0; row < m; row += kMaxRows) {
+    const int rows = std::min(kMaxRows, m - row);
+    float* tile = packed + static_cast<size_t>(row) * k;
+    for (int i = 0; i < rows; ++i) {
+      const float* src = x + static_cast<size_t>(row + i) * ldx;
+      for (int kk = 0; kk < k; ++kk) tile[kk * rows + i] = src[kk];
+    }
+  }
+}
+
+void RunPanels(const float* packed_x, int m, const PackedWeights& w, float* y, int ldy,
                int first_panel, int end_panel) {
   for (int p = first_panel; p < end_panel; ++p) {
     const float* panel = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
@@ -64,7 +78,7 @@ void RunPanels(const float* x, int m, int ldx, const PackedWeights& w, float* y,
     const int columns = std::min(kWidth, w.n - p * kWidth);
     for (int row = 0; row < m; row += kMaxRows) {
       const int rows = std::min(kMaxRows, m - row);
-      kKernels[rows](x + static_cast<size_t>(row) * ldx, ldx, panel, w.k, bias,
+      kKernels[rows](packed_x + static_cast<size_t>(row) * w.k, panel, w.k, bias,
                      y + static_cast<size_t>(row) * ldy + p * kWidth, ldy, columns);
     }
   }
@@ -97,12 +111,16 @@ PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool) {
   if (m <= 0) return;
+  // Thread-local so that concurrent callers (one per model worker) never share it.
+  thread_local AlignedVector<float> packed_x;
+  if (packed_x.size() < static_cast<size_t>(m) * w.k) packed_x.resize(static_cast<size_t>(m) * w.k);
+  PackRows(x, m, ldx, w.k, packed_x.data());
+  const float* a = packed_x.data();
   if (pool == nullptr || pool->num_threads() == 1) {
-    RunPanels(x, m, ldx, w, y, ldy, 0, w.panels);
+    RunPanels(a, m, w, y, ldy, 0, w.panels);
     return;
   }
-  pool->ParallelFor(w.panels,
-                    [&](int begin, int end) { RunPanels(x, m, ldx, w, y, ldy, begin, end); });
+  pool->ParallelFor(w.panels, [&](int begin, int end) { RunPanels(a, m, w, y, ldy, begin, end); });
 }
 
 }  // namespace rosetta

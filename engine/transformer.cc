@@ -87,6 +87,18 @@ void Embed(const EmbeddingWeights& embeddings, int d_model, int token, int posit
   }
 }
 
+// Runs fn(r) for r in [0, rows) on the workspace's threads.
+template <typename Fn>
+void ParallelRows(Workspace& ws, int rows, const Fn& fn) {
+  if (ws.pool() == nullptr) {
+    for (int r = 0; r < rows; ++r) fn(r);
+    return;
+  }
+  ws.pool()->ParallelFor(rows, [&](int begin, int end) {
+    for (int r = begin; r < end; ++r) fn(r);
+  });
+}
+
 AttentionShape ShapeOf(const TransformerModel& model) {
   AttentionShape shape;
   shape.num_heads = model.config.num_heads;
@@ -179,13 +191,17 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     Embed(model.decoder_embeddings, d, row.token, row.step, x + static_cast<int64_t>(r) * d);
     max_keys = std::max({max_keys, row.step + 1, row.source_length});
   }
-  float* scores = ws.Get(kScores, max_keys);
-  // Key and value row pointers for one query row, reused across rows.
-  auto* pointers = reinterpret_cast<const float**>(ws.Get(
-      kPointers, 2 * static_cast<size_t>(max_keys) * sizeof(const float*) / sizeof(float) + 2));
-  const float** key_rows = pointers;
-  const float** value_rows = pointers + max_keys;
-
+  // Scratch per row (scores, key and value row pointers), so rows can be attended in parallel.
+  float* scores = ws.Get(kScores, static_cast<size_t>(rows) * max_keys);
+  auto* pointers = reinterpret_cast<const float**>(
+      ws.Get(kPointers,
+             2 * static_cast<size_t>(rows) * max_keys * sizeof(const float*) / sizeof(float) + 2));
+  auto row_scratch = [&](int r, float** row_scores, const float*** key_rows,
+                         const float*** value_rows) {
+    *row_scores = scores + static_cast<int64_t>(r) * max_keys;
+    *key_rows = pointers + 2 * static_cast<int64_t>(r) * max_keys;
+    *value_rows = *key_rows + max_keys;
+  };
   for (size_t l = 0; l < model.decoder_layers.size(); ++l) {
     const DecoderLayerWeights& layer = model.decoder_layers[l];
     float* normed = ws.Get(kNormed, static_cast<size_t>(rows) * d);
@@ -198,8 +214,12 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv, ws);
     float* keys = cache.Keys(static_cast<int>(l));
     float* values = cache.Values(static_cast<int>(l));
-    for (int r = 0; r < rows; ++r) {
+    ParallelRows(ws, rows, [&](int r) {
       const DecoderRow& row = step_rows[r];
+      float* row_scores;
+      const float** key_rows;
+      const float** value_rows;
+      row_scratch(r, &row_scores, &key_rows, &value_rows);
       const float* q = qkv + static_cast<int64_t>(r) * 3 * d;
       const int64_t own = row.history[row.step];
       std::memcpy(keys + own, q + d, sizeof(float) * d);
@@ -208,25 +228,29 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
         key_rows[j] = keys + row.history[j];
         value_rows[j] = values + row.history[j];
       }
-      AttendRow(q, key_rows, value_rows, row.step + 1, shape, scores,
+      AttendRow(q, key_rows, value_rows, row.step + 1, shape, row_scores,
                 context + static_cast<int64_t>(r) * d);
-    }
+    });
     Linear(self.output, context, rows, projected, ws);
     Residual(config, self.norm, projected, rows, x);
 
     // Encoder-decoder attention over the sentence's precomputed keys and values.
     const CrossAttentionWeights& cross = layer.cross_attention;
     Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv, ws);
-    for (int r = 0; r < rows; ++r) {
+    ParallelRows(ws, rows, [&](int r) {
       const DecoderRow& row = step_rows[r];
+      float* row_scores;
+      const float** key_rows;
+      const float** value_rows;
+      row_scratch(r, &row_scores, &key_rows, &value_rows);
       const float* memory = row.cross_memory + static_cast<int64_t>(l) * row.source_length * 2 * d;
       for (int j = 0; j < row.source_length; ++j) {
         key_rows[j] = memory + static_cast<int64_t>(j) * 2 * d;
         value_rows[j] = key_rows[j] + d;
       }
       AttendRow(qkv + static_cast<int64_t>(r) * d, key_rows, value_rows, row.source_length, shape,
-                scores, context + static_cast<int64_t>(r) * d);
-    }
+                row_scores, context + static_cast<int64_t>(r) * d);
+    });
     Linear(cross.output, context, rows, projected, ws);
     Residual(config, cross.norm, projected, rows, x);
 
