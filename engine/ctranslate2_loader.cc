@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -103,6 +104,7 @@ class Ct2WeightReader {
     }
     if (t->dtype != DType::kInt8 && t->dtype != DType::kInt16) {
       ASSIGN_OR_RETURN(AlignedVector<float> values, file_.ReadFloat(name, shape));
+      if (t->dtype != DType::kFloat32) model_.config.weight_type = std::string(DTypeName(t->dtype));
       return model_.Store(std::move(values));
     }
     const int64_t rows = shape.empty() ? 1 : shape[0];
@@ -296,7 +298,7 @@ absl::StatusOr<EmbeddingWeights> ReadEmbeddings(Ct2WeightReader& r, TransformerM
 // leave it implicit, as the last id).
 absl::StatusOr<Vocabulary> LoadVocabulary(const std::string& dir, const std::string& side,
                                           const std::string& unk) {
-  for (const std::string& base : {side, std::string("shared")}) {
+  for (const std::string& base : {std::string("shared"), side}) {
     absl::StatusOr<Vocabulary> vocabulary = absl::NotFoundError("");
     if (const std::string json = JoinPath(dir, base + "_vocabulary.json"); FileExists(json)) {
       vocabulary = Vocabulary::FromJsonList(json);
@@ -312,6 +314,85 @@ absl::StatusOr<Vocabulary> LoadVocabulary(const std::string& dir, const std::str
       absl::StrCat(dir, ": no ", side, "_vocabulary.{txt,json} or shared_vocabulary.{txt,json}"));
 }
 
+// The model conventions of config.json (binary version 6) or of model.bin attributes (before 6).
+struct Ct2Conventions {
+  std::string unk_token = "<unk>";
+  std::string bos_token = "<s>";
+  std::string eos_token = "</s>";
+  std::optional<std::string> decoder_start_token = "<s>";  // nullopt: supplied by the caller
+  bool add_source_bos = false;
+  bool add_source_eos = false;
+  bool multi_query_attention = false;
+  float layer_norm_epsilon = 1e-5f;  // CTranslate2's default for LayerNorms with a beta
+};
+
+absl::StatusOr<Ct2Conventions> ParseConfigJson(const std::string& path) {
+  Ct2Conventions conventions;
+  if (!FileExists(path)) return conventions;
+  ASSIGN_OR_RETURN(nlohmann::json json, ReadJsonFile(path));
+  if (!json.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": expected a JSON object"));
+  auto wrong_type = [&](const char* key, const char* type) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": \"", key, "\" must be ", type));
+  };
+  for (auto [key, field] : {std::pair{"unk_token", &conventions.unk_token},
+                            std::pair{"bos_token", &conventions.bos_token},
+                            std::pair{"eos_token", &conventions.eos_token}}) {
+    if (!json.contains(key)) continue;
+    if (!json[key].is_string()) return wrong_type(key, "a string");
+    *field = json[key].get<std::string>();
+  }
+  conventions.decoder_start_token = conventions.bos_token;
+  if (json.contains("decoder_start_token")) {
+    const auto& start = json["decoder_start_token"];
+    if (start.is_null()) {
+      conventions.decoder_start_token.reset();
+    } else if (start.is_string()) {
+      conventions.decoder_start_token = start.get<std::string>();
+    } else {
+      return wrong_type("decoder_start_token", "a string or null");
+    }
+  }
+  for (auto [key, field] :
+       {std::pair{"add_source_bos", &conventions.add_source_bos},
+        std::pair{"add_source_eos", &conventions.add_source_eos},
+        std::pair{"multi_query_attention", &conventions.multi_query_attention}}) {
+    if (!json.contains(key) || json[key].is_null()) continue;
+    if (!json[key].is_boolean()) return wrong_type(key, "true or false");
+    *field = json[key].get<bool>();
+  }
+  if (json.contains("layer_norm_epsilon") && !json["layer_norm_epsilon"].is_null()) {
+    if (!json["layer_norm_epsilon"].is_number())
+      return wrong_type("layer_norm_epsilon", "a number");
+    conventions.layer_norm_epsilon = json["layer_norm_epsilon"].get<float>();
+  }
+  return conventions;
+}
+
+// Before binary version 6 the conventions are attributes of model.bin.
+absl::StatusOr<Ct2Conventions> ConventionsFromAttributes(const Ct2WeightReader& r) {
+  Ct2Conventions conventions;
+  ASSIGN_OR_RETURN(int with_source_bos, r.IntAttribute("with_source_bos", 0));
+  ASSIGN_OR_RETURN(int with_source_eos, r.IntAttribute("with_source_eos", 0));
+  ASSIGN_OR_RETURN(int with_target_bos, r.IntAttribute("with_target_bos", 1));
+  ASSIGN_OR_RETURN(int user_start, r.IntAttribute("user_decoder_start_tokens", 0));
+  conventions.bos_token = r.StringAttribute("bos_token", "<s>");
+  conventions.eos_token = r.StringAttribute("eos_token", "</s>");
+  conventions.unk_token = r.StringAttribute("unk_token", "<unk>");
+  conventions.add_source_bos = with_source_bos != 0;
+  conventions.add_source_eos = with_source_eos != 0;
+  if (user_start) {
+    conventions.decoder_start_token.reset();
+  } else {
+    conventions.decoder_start_token =
+        with_target_bos ? conventions.bos_token : conventions.eos_token;
+  }
+  return conventions;
+}
+
+// Latest revision of each spec this loader reads (CTranslate2 4.x writes TransformerSpec 7).
+int MaxSpecRevision(const std::string& spec) { return spec == "TransformerSpec" ? 7 : 2; }
+
 }  // namespace
 
 bool LooksLikeCt2Directory(const std::string& dir) {
@@ -323,12 +404,6 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   ASSIGN_OR_RETURN(Ct2ModelBin bin, ReadCt2ModelBin(bin_path));
   if (bin.version == 1) bin.variables->RenameAll(V1ToV2Name);
 
-  nlohmann::json config = nlohmann::json::object();
-  const std::string config_path = JoinPath(dir, "config.json");
-  if (FileExists(config_path)) {
-    ASSIGN_OR_RETURN(config, ReadJsonFile(config_path));
-  }
-
   int default_heads = 0;
   if (bin.spec.empty() || bin.spec == "TransformerBase") {
     default_heads = 8;
@@ -338,6 +413,11 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
     return absl::InvalidArgumentError(absl::StrCat(
         bin_path, ": unsupported model spec \"", bin.spec,
         "\" (supported: TransformerBase, TransformerBig, TransformerSpec encoder-decoders)"));
+  }
+  if (bin.revision > MaxSpecRevision(bin.spec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(bin_path, ": unsupported ", bin.spec, " revision ", bin.revision,
+                     " (latest supported: ", MaxSpecRevision(bin.spec), ")"));
   }
 
   auto model = std::make_shared<TransformerModel>();
@@ -349,11 +429,11 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   if (!r.Has("encoder/embeddings/weight") && !r.Has("encoder/embeddings_0/weight")) {
     return r.Missing("encoder/embeddings/weight");
   }
-  const RawTensor* emb =
-      r.file().Find(r.Has("encoder/embeddings/weight") ? "encoder/embeddings/weight"
-                                                       : "encoder/embeddings_0/weight");
-  if (emb->shape.size() != 2)
-    return r.file().TensorError("encoder/embeddings/weight", "expected a matrix");
+  const std::string source_embeddings = r.Has("encoder/embeddings/weight")
+                                            ? "encoder/embeddings/weight"
+                                            : "encoder/embeddings_0/weight";
+  const RawTensor* emb = r.file().Find(source_embeddings);
+  if (emb->shape.size() != 2) return r.file().TensorError(source_embeddings, "expected a matrix");
   const int d = static_cast<int>(emb->shape[1]);
   c.d_model = d;
   // Revisions < 5 keep these attributes at the root, later ones under encoder/ and decoder/.
@@ -361,9 +441,6 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
                    r.IntAttribute("num_heads", default_heads == 0 ? 8 : default_heads));
   ASSIGN_OR_RETURN(c.num_heads, r.IntAttribute("encoder/num_heads", root_heads));
   ASSIGN_OR_RETURN(int decoder_heads, r.IntAttribute("decoder/num_heads", root_heads));
-  if (config.contains("num_heads") && config["num_heads"].is_number_integer()) {
-    c.num_heads = decoder_heads = config["num_heads"].get<int>();
-  }
   if (c.num_heads <= 0 || d % c.num_heads != 0 || decoder_heads != c.num_heads) {
     return absl::InvalidArgumentError(
         absl::StrCat(bin_path, ": invalid number of heads ", c.num_heads, " for d_model ", d));
@@ -387,18 +464,18 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
       return r.file().TensorError(unsupported, "this model feature is not supported");
     }
   }
-  if (r.Has("encoder/multi_query_attention") || config.value("multi_query_attention", false)) {
-    ASSIGN_OR_RETURN(int mqa, r.IntAttribute("encoder/multi_query_attention", 0));
-    if (mqa || config.value("multi_query_attention", false)) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(bin_path, ": multi-query attention is not supported"));
-    }
+  Ct2Conventions conventions;
+  if (bin.version < 6) {
+    ASSIGN_OR_RETURN(conventions, ConventionsFromAttributes(r));
+  } else {
+    ASSIGN_OR_RETURN(conventions, ParseConfigJson(JoinPath(dir, "config.json")));
   }
-  // Absent or null: 1e-5, CTranslate2's default for LayerNorms with a beta.
-  c.layer_norm_epsilon = 1e-5f;
-  if (config.contains("layer_norm_epsilon") && config["layer_norm_epsilon"].is_number()) {
-    c.layer_norm_epsilon = config["layer_norm_epsilon"].get<float>();
+  ASSIGN_OR_RETURN(int mqa, r.IntAttribute("encoder/multi_query_attention", 0));
+  if (mqa || conventions.multi_query_attention) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(bin_path, ": multi-query attention is not supported"));
   }
+  c.layer_norm_epsilon = conventions.layer_norm_epsilon;
 
   c.encoder_layers = CountLayers(r, "encoder");
   c.decoder_layers = CountLayers(r, "decoder");
@@ -432,33 +509,16 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   const int target_vocab = model->decoder_embeddings.vocab_size;
   ASSIGN_OR_RETURN(model->output_projection, r.Linear("decoder/projection", target_vocab, d));
 
-  // Binary versions before 6 keep these conventions as attributes in model.bin.
-  if (bin.version < 6) {
-    ASSIGN_OR_RETURN(int with_source_bos, r.IntAttribute("with_source_bos", 0));
-    ASSIGN_OR_RETURN(int with_source_eos, r.IntAttribute("with_source_eos", 0));
-    ASSIGN_OR_RETURN(int with_target_bos, r.IntAttribute("with_target_bos", 1));
-    ASSIGN_OR_RETURN(int user_start, r.IntAttribute("user_decoder_start_tokens", 0));
-    config["bos_token"] = r.StringAttribute("bos_token", "<s>");
-    config["eos_token"] = r.StringAttribute("eos_token", "</s>");
-    config["unk_token"] = r.StringAttribute("unk_token", "<unk>");
-    config["add_source_bos"] = with_source_bos != 0;
-    config["add_source_eos"] = with_source_eos != 0;
-    if (user_start) {
-      config["decoder_start_token"] = nullptr;
-    } else {
-      config["decoder_start_token"] = with_target_bos ? config["bos_token"] : config["eos_token"];
-    }
-  }
   auto result = std::make_unique<TranslationModel>();
   result->path = dir;
   result->format = "ctranslate2";
-  const std::string unk = config.value("unk_token", "<unk>");
+  const std::string& unk = conventions.unk_token;
   ASSIGN_OR_RETURN(result->source_vocabulary, LoadVocabulary(dir, "source", unk));
   ASSIGN_OR_RETURN(result->target_vocabulary, LoadVocabulary(dir, "target", unk));
   if (result->source_vocabulary.size() != model->encoder_embeddings.vocab_size) {
     return absl::InvalidArgumentError(
         absl::StrCat(dir, ": the source vocabulary has ", result->source_vocabulary.size(),
-                     " tokens but tensor encoder/embeddings/weight has ",
+                     " tokens but tensor ", source_embeddings, " has ",
                      model->encoder_embeddings.vocab_size, " rows"));
   }
   if (result->target_vocabulary.size() != target_vocab) {
@@ -467,13 +527,13 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
                      " tokens but tensor decoder/embeddings/weight has ", target_vocab, " rows"));
   }
 
-  const std::string bos = config.value("bos_token", "<s>");
-  const std::string eos = config.value("eos_token", "</s>");
-  if (config.contains("decoder_start_token") && config["decoder_start_token"].is_null()) {
+  const std::string& bos = conventions.bos_token;
+  const std::string& eos = conventions.eos_token;
+  if (!conventions.decoder_start_token.has_value()) {
     return absl::InvalidArgumentError(absl::StrCat(
         dir, ": models whose decoder start token comes from the caller are not supported"));
   }
-  const std::string start = config.value("decoder_start_token", bos);
+  const std::string& start = *conventions.decoder_start_token;
   const Vocabulary& target = result->target_vocabulary;
   const Vocabulary& source = result->source_vocabulary;
   if (!target.Find(start) || !target.Find(eos)) {
@@ -486,10 +546,8 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
     if (auto id = target.Find(special)) result->target_special_ids.push_back(*id);
   }
   if (auto id = source.Find(unk)) result->source_unk_id = *id;
-  if (config.value("add_source_bos", false) && source.Find(bos))
-    result->source_bos_id = *source.Find(bos);
-  if (config.value("add_source_eos", false) && source.Find(eos))
-    result->source_eos_id = *source.Find(eos);
+  if (conventions.add_source_bos && source.Find(bos)) result->source_bos_id = *source.Find(bos);
+  if (conventions.add_source_eos && source.Find(eos)) result->source_eos_id = *source.Find(eos);
   result->codec = std::make_unique<WhitespaceCodec>();
   PackDecoderWeights(*model);
   result->transformer = std::move(model);
