@@ -38,7 +38,8 @@ std::vector<int> ParseList(const std::string& text) {
 }
 
 int Run() {
-  rosetta::SetBlasThreads(absl::GetFlag(FLAGS_threads));
+  // The engine runs its own threads and splits the GEMMs among them.
+  rosetta::SetBlasThreads(1);
   auto model = rosetta::LoadTranslationModel(absl::GetFlag(FLAGS_model));
   if (!model.ok()) {
     std::cerr << model.status() << "\n";

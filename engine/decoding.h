@@ -55,7 +55,9 @@ struct DecodingBatchOptions {
   int max_beams = 256;        // rows of one decoder step: beams of all running sentences
   int cache_pages = 0;        // capacity of the self-attention cache, in pages
   int cache_page_steps = 16;  // steps per page
-  int num_threads = 1;        // threads of the engine's own kernels (OpenBLAS has its own setting)
+  // Threads of the engine's kernels, GEMMs included. With more than one, call SetBlasThreads(1)
+  // (engine/blas.h) first: the engine splits OpenBLAS calls across its own threads.
+  int num_threads = 1;
 };
 
 class DecodingBatch {

@@ -41,8 +41,28 @@ void Linear(const LinearWeights& w, const float* x, int rows, float* y, Workspac
     PackedLinear(x, rows, w.in, *w.packed, y, w.out, ws.pool());
     return;
   }
-  Gemm(false, true, rows, w.out, w.in, 1.0f, x, w.in, w.weight, w.in, 0.0f, y, w.out);
-  if (w.bias != nullptr) AddBias(y, w.bias, rows, w.out);
+  // Large GEMMs: each thread of the pool multiplies by a slice of the output columns, with
+  // OpenBLAS single-threaded (one set of threads for the whole engine, none spinning idle).
+  auto columns = [&](int begin, int end) {
+    const int n = end - begin;
+    Gemm(false, true, rows, n, w.in, 1.0f, x, w.in, w.weight + static_cast<int64_t>(begin) * w.in,
+         w.in, 0.0f, y + begin, w.out);
+    if (w.bias != nullptr) {
+      for (int r = 0; r < rows; ++r)
+        Add(y + static_cast<int64_t>(r) * w.out + begin, w.bias + begin,
+            y + static_cast<int64_t>(r) * w.out + begin, n);
+    }
+  };
+  constexpr int kColumnAlignment = 64;  // slices that start on cache lines and kernel widths
+  const int threads = ws.pool() != nullptr ? ws.pool()->num_threads() : 1;
+  const int blocks = (w.out + kColumnAlignment - 1) / kColumnAlignment;
+  if (threads == 1 || blocks < 2) {
+    columns(0, w.out);
+    return;
+  }
+  ws.pool()->ParallelFor(blocks, [&](int begin, int end) {
+    columns(begin * kColumnAlignment, std::min(end * kColumnAlignment, w.out));
+  });
 }
 
 void ApplyNorm(const TransformerConfig& config, const LayerNormWeights& norm, const float* x,
@@ -120,9 +140,12 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
       Embed(model.encoder_embeddings, d, ids[r], r - offsets[s], x + static_cast<int64_t>(r) * d);
     }
   }
-  int max_length = 0;
-  for (int s = 0; s < num_sentences; ++s)
-    max_length = std::max(max_length, offsets[s + 1] - offsets[s]);
+  std::vector<int64_t> score_offsets(num_sentences + 1, 0);
+  for (int s = 0; s < num_sentences; ++s) {
+    const int64_t length = offsets[s + 1] - offsets[s];
+    score_offsets[s + 1] = score_offsets[s] + length * length;
+  }
+  const size_t score_floats = std::max<int64_t>(score_offsets.back(), 1);
 
   const AttentionShape shape = ShapeOf(model);
   for (const EncoderLayerWeights& layer : model.encoder_layers) {
@@ -131,13 +154,13 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
     float* qkv = ws.Get(kQkv, static_cast<size_t>(rows) * 3 * d);
     float* context = ws.Get(kContext, static_cast<size_t>(rows) * d);
     float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * d);
-    float* scores = ws.Get(kScores, static_cast<size_t>(max_length) * max_length);
-
     Linear(attn.qkv, SublayerInput(config, attn.norm, x, rows, normed), rows, qkv, ws);
-    for (int s = 0; s < num_sentences; ++s) {
+    // Sentences are attended in parallel, each with its own scratch of length^2 scores.
+    float* scores = ws.Get(kScores, score_floats);
+    ParallelRows(ws, num_sentences, [&](int s) {
       const int begin = offsets[s];
       const int length = offsets[s + 1] - begin;
-      if (length == 0) continue;
+      if (length == 0) return;
       BlockAttentionArgs args;
       args.q = qkv + static_cast<int64_t>(begin) * 3 * d;
       args.k = args.q + d;
@@ -146,8 +169,8 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
       args.out = context + static_cast<int64_t>(begin) * d;
       args.ldo = d;
       args.tq = args.tk = args.key_length = length;
-      AttendBlock(args, shape, scores);
-    }
+      AttendBlock(args, shape, scores + score_offsets[s]);
+    });
     Linear(attn.output, context, rows, projected, ws);
     Residual(config, attn.norm, projected, rows, x);
     FeedForward(model, layer.ffn, rows, x, ws);

@@ -35,8 +35,11 @@ int Run() {
     std::cerr << "rosetta-translate: --model is required\n";
     return 2;
   }
-  if (absl::GetFlag(FLAGS_threads) > 0) rosetta::SetBlasThreads(absl::GetFlag(FLAGS_threads));
-  const int threads = rosetta::GetBlasThreads();
+  // OpenBLAS's default is the CPUs this process may use; the engine takes over the threading and
+  // splits the GEMMs among its own threads.
+  const int threads =
+      absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : rosetta::GetBlasThreads();
+  rosetta::SetBlasThreads(1);
   const auto start = std::chrono::steady_clock::now();
   absl::StatusOr<std::unique_ptr<rosetta::TranslationModel>> model =
       rosetta::LoadTranslationModel(dir);
@@ -49,7 +52,7 @@ int Run() {
   std::cerr << absl::StrFormat(
       "rosetta-translate: loaded %s (%s, %s weights) in %.2f s; BLAS: %s, %d threads\n", dir,
       (*model)->transformer->config.architecture, (*model)->transformer->config.weight_type,
-      load_seconds, rosetta::BlasCoreName(), rosetta::GetBlasThreads());
+      load_seconds, rosetta::BlasCoreName(), threads);
 
   rosetta::DecodingOptions options = (*model)->default_options;
   if (absl::GetFlag(FLAGS_beam_size) > 0) options.beam_size = absl::GetFlag(FLAGS_beam_size);
