@@ -72,4 +72,10 @@ BENCHMARK(BM_Packed)->Apply(Shapes);
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  rosetta::SelectOpenBlasKernels(argv);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

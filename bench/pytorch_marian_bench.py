@@ -35,13 +35,21 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn.functional as F
+# Debian's torch runs its matrix products in OpenBLAS, whose pthread pool fights torch's
+# OpenMP threads on a 2-core machine (small products became 5-10x slower). OpenBLAS stays
+# single-threaded inside torch's --threads OpenMP threads, which wait passively. Must be set
+# before torch is imported; an explicit environment setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "reference"))
 import marian_reference as ref  # noqa: E402
@@ -185,7 +193,7 @@ def beam_batch(model: BatchedMarian, sources: list[list[int]], beam_size: int, m
         # The first k non-EOS candidates (in rank order) become the live beams.
         keep = (is_eos.long() * 2 * k + rank).argsort(dim=1)[:, :k]
         beam, token, scores = beam.gather(1, keep), token.gather(1, keep), values.gather(1, keep)
-        history = history.gather(1, beam[:, :, None].expand(-1, -1, max_length)).clone()
+        history = history.gather(1, beam[:, :, None].expand(-1, -1, max_length))
         history[:, :, t] = token
         newly_done = torch.tensor([len(f) >= k for f in finished]) & ~done
         if t + 1 == max_length:

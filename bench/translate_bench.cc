@@ -104,6 +104,7 @@ int Run() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  rosetta::SelectOpenBlasKernels(argv);
   absl::ParseCommandLine(argc, argv);
   return Run();
 }

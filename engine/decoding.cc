@@ -244,7 +244,8 @@ std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
 
   const int vocab = model_->target_vocab_size();
   const int num_rows = static_cast<int>(rows_.size());
-  float* logits = workspace_.Get(/*index=*/100, static_cast<size_t>(num_rows) * vocab);
+  float* logits =
+      workspace_.Get(Workspace::kFirstCallerBuffer, static_cast<size_t>(num_rows) * vocab);
   RunDecoderStep(*model_, rows_, cache_, workspace_, logits);
   // Per sentence: log-probabilities of its beams, then the choice of its next beams. Sentences
   // are independent, so they are spread over the threads.

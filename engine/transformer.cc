@@ -31,6 +31,7 @@ enum Buffer : int {
   kCrossKv,
   kPointers,
 };
+static_assert(kPointers < Workspace::kFirstCallerBuffer);
 
 // Up to this many rows the packed kernel beats OpenBLAS, which repacks the weights on every call
 // (bench/gemm_bench, transformer-base shapes).

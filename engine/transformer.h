@@ -25,6 +25,9 @@ namespace rosetta {
 // Also carries the thread pool of the engine's own kernels (null: single-threaded).
 class Workspace {
  public:
+  // Buffers 0 to kFirstCallerBuffer - 1 belong to the forward pass; callers use the others.
+  static constexpr int kFirstCallerBuffer = 16;
+
   float* Get(int index, size_t floats);
 
   ThreadPool* pool() const { return pool_; }

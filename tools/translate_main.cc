@@ -123,6 +123,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Translates lines from stdin: rosetta-translate --model DIR < input");
+  rosetta::SelectOpenBlasKernels(argv);
   absl::ParseCommandLine(argc, argv);
   return Run();
 }
