@@ -1,5 +1,10 @@
 #include "engine/decoding.h"
 
+// GCC 12's AVX-512 headers trip -Wuninitialized on their own undefined registers.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -29,24 +34,54 @@ bool Better(const Candidate& a, const Candidate& b) {
   return a.token < b.token;
 }
 
-// Appends the best `k` finite entries of `row` (plus `offset`) to `out`, as candidates of `beam`.
+// Inserts row[v] as a candidate of `beam` into the sorted (best first) tail [first, end) of `out`
+// that holds at most k entries.
+inline void InsertCandidate(const float* row, int v, int beam, size_t first, size_t k,
+                            std::vector<Candidate>& out) {
+  const float score = row[v];
+  if (out.size() - first == k) {
+    if (!(score > out.back().score)) return;
+    out.back() = Candidate{score, beam, v};
+  } else {
+    out.push_back(Candidate{score, beam, v});
+  }
+  for (size_t i = out.size() - 1; i > first && Better(out[i], out[i - 1]); --i) {
+    std::swap(out[i], out[i - 1]);
+  }
+}
+
+// The scan of AppendTopK: 16 values at a time, skipping the chunks where none beats the current
+// k-th best (nearly all of a 32,000-token vocabulary once k candidates are kept).
+__attribute__((target("avx512f"))) void ScanTopKAvx512(const float* row, int n, size_t k, int beam,
+                                                       size_t first, std::vector<Candidate>& out) {
+  int v = 0;
+  for (; v + 16 <= n; v += 16) {
+    const float threshold = out.size() - first == k ? out.back().score : kNegInf;
+    __mmask16 mask = _mm512_cmp_ps_mask(_mm512_loadu_ps(row + v), _mm512_set1_ps(threshold),
+                                        _CMP_GT_OQ);  // false for NaN and for -inf rows
+    while (mask != 0) {
+      const int lane = __builtin_ctz(mask);
+      mask &= mask - 1;
+      InsertCandidate(row, v + lane, beam, first, k, out);
+    }
+  }
+  for (; v < n; ++v) {
+    if (row[v] > kNegInf) InsertCandidate(row, v, beam, first, k, out);
+  }
+}
+
+const bool kTopKAvx512 = __builtin_cpu_supports("avx512f");
+
+// Appends the best `k` finite entries of `row` to `out` as candidates of `beam`, with score
+// row[v] + offset. -inf and NaN entries never become candidates.
 void AppendTopK(const float* row, int n, int k, float offset, int beam,
                 std::vector<Candidate>& out) {
   const size_t first = out.size();
-  size_t kept = 0;
-  // Selection on the raw values, kept sorted best first in [first, end); offset added at the end.
-  for (int v = 0; v < n; ++v) {
-    const float score = row[v];
-    if (!(score > kNegInf)) continue;  // -inf and NaN never become candidates
-    if (kept == static_cast<size_t>(k)) {
-      if (!(score > out.back().score)) continue;
-      out.back() = Candidate{score, beam, v};
-    } else {
-      out.push_back(Candidate{score, beam, v});
-      ++kept;
-    }
-    for (size_t i = out.size() - 1; i > first && Better(out[i], out[i - 1]); --i) {
-      std::swap(out[i], out[i - 1]);
+  if (kTopKAvx512) {
+    ScanTopKAvx512(row, n, static_cast<size_t>(k), beam, first, out);
+  } else {
+    for (int v = 0; v < n; ++v) {
+      if (row[v] > kNegInf) InsertCandidate(row, v, beam, first, static_cast<size_t>(k), out);
     }
   }
   for (size_t i = first; i < out.size(); ++i) out[i].score += offset;
@@ -88,6 +123,9 @@ struct DecodingBatch::Beam {
   std::vector<int32_t> tokens;   // generated so far, no EOS
   std::vector<int64_t> history;  // cache row offsets of steps 0..step
   float log_prob = 0.0f;
+  // Log-normaliser of this beam's logits at the current step (see LogSoftmaxNormalizer).
+  float row_max = 0.0f;
+  float row_log_sum = 0.0f;
 };
 
 struct DecodingBatch::Group {
@@ -254,9 +292,11 @@ std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
     Group& group = *groups_[g];
     float* group_logits = logits + static_cast<int64_t>(group.first_row) * vocab;
     const int rows = static_cast<int>(group.beams.size());
-    LogSoftmax(group_logits, rows, vocab);
+    // Log-probabilities are logits minus the row's normaliser; only the selected candidates are
+    // converted. Masking after normalising keeps the masked tokens' mass in the normaliser.
     for (int r = 0; r < rows; ++r) {
       float* row = group_logits + static_cast<int64_t>(r) * vocab;
+      LogSoftmaxNormalizer(row, vocab, &group.beams[r].row_max, &group.beams[r].row_log_sum);
       for (int id : config.suppressed_ids) row[id] = kNegInf;
       if (group.step < group.options.min_length) row[config.eos_id] = kNegInf;
     }
@@ -289,7 +329,7 @@ std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
   return done;
 }
 
-bool DecodingBatch::AdvanceGroup(Group& group, const float* log_probs) {
+bool DecodingBatch::AdvanceGroup(Group& group, const float* logits) {
   const int vocab = model_->target_vocab_size();
   const int eos = model_->config.eos_id;
   const DecodingOptions& options = group.options;
@@ -298,8 +338,14 @@ bool DecodingBatch::AdvanceGroup(Group& group, const float* log_probs) {
   std::vector<Candidate> candidates;
   candidates.reserve(static_cast<size_t>(2 * k) * group.beams.size());
   for (size_t b = 0; b < group.beams.size(); ++b) {
-    AppendTopK(log_probs + static_cast<int64_t>(b) * vocab, vocab, 2 * k, group.beams[b].log_prob,
-               static_cast<int>(b), candidates);
+    const Beam& beam = group.beams[b];
+    const size_t first = candidates.size();
+    AppendTopK(logits + static_cast<int64_t>(b) * vocab, vocab, 2 * k, 0.0f, static_cast<int>(b),
+               candidates);
+    for (size_t i = first; i < candidates.size(); ++i) {
+      const float log_prob = (candidates[i].score - beam.row_max) - beam.row_log_sum;
+      candidates[i].score = beam.log_prob + log_prob;
+    }
   }
   std::sort(candidates.begin(), candidates.end(), Better);
   if (candidates.size() > static_cast<size_t>(2 * k)) candidates.resize(2 * k);

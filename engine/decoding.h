@@ -108,8 +108,9 @@ class DecodingBatch {
 
   absl::Status ValidateSource(const std::vector<int32_t>& ids) const;
   void ReleaseGroup(Group& group);
-  // Chooses the next beams of `group` from its rows of log-probabilities; true when it finished.
-  bool AdvanceGroup(Group& group, const float* log_probs);
+  // Chooses the next beams of `group` from its rows of logits (masked; each beam carries its
+  // row's log-normaliser); true when it finished.
+  bool AdvanceGroup(Group& group, const float* logits);
 
   std::shared_ptr<const TransformerModel> model_;
   DecodingBatchOptions options_;

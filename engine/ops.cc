@@ -238,6 +238,20 @@ void Softmax(float* x, int64_t n) {
   ScaleAvx512(x, n, 1.0f / sum);
 }
 
+void LogSoftmaxNormalizer(const float* x, int64_t n, float* max_value, float* log_sum) {
+  if (kHasAvx512) {
+    *max_value = MaxAvx512(x, n);
+    *log_sum = std::log(SumExpAvx512(x, n, *max_value, nullptr));
+    return;
+  }
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+  float sum = 0.0f;
+  for (int64_t i = 0; i < n; ++i) sum += std::exp(x[i] - m);
+  *max_value = m;
+  *log_sum = std::log(sum);
+}
+
 void LogSoftmax(float* x, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = x + r * cols;

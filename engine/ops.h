@@ -43,6 +43,10 @@ void Softmax(float* x, int64_t n);
 // In-place log-softmax over each row of a [rows x cols] matrix.
 void LogSoftmax(float* x, int64_t rows, int64_t cols);
 
+// The log-normaliser of a row of logits without writing it: on return
+// log_softmax(x)[i] == (x[i] - *max_value) - *log_sum, computed in that order for precision.
+void LogSoftmaxNormalizer(const float* x, int64_t n, float* max_value, float* log_sum);
+
 // Dot product of two vectors of length n.
 float Dot(const float* a, const float* b, int64_t n);
 
