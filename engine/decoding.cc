@@ -72,10 +72,9 @@ __attribute__((target("avx512f"))) void ScanTopKAvx512(const float* row, int n, 
 
 const bool kTopKAvx512 = __builtin_cpu_supports("avx512f");
 
-// Appends the best `k` finite entries of `row` to `out` as candidates of `beam`, with score
-// row[v] + offset. -inf and NaN entries never become candidates.
-void AppendTopK(const float* row, int n, int k, float offset, int beam,
-                std::vector<Candidate>& out) {
+// Appends the best `k` finite entries of `row` to `out` as candidates of `beam` (score: the
+// entry itself). -inf and NaN entries never become candidates.
+void AppendTopK(const float* row, int n, int k, int beam, std::vector<Candidate>& out) {
   const size_t first = out.size();
   if (kTopKAvx512) {
     ScanTopKAvx512(row, n, static_cast<size_t>(k), beam, first, out);
@@ -84,7 +83,6 @@ void AppendTopK(const float* row, int n, int k, float offset, int beam,
       if (row[v] > kNegInf) InsertCandidate(row, v, beam, first, static_cast<size_t>(k), out);
     }
   }
-  for (size_t i = first; i < out.size(); ++i) out[i].score += offset;
 }
 
 float NormalizedScore(float log_prob, size_t length, float length_penalty) {
@@ -340,7 +338,7 @@ bool DecodingBatch::AdvanceGroup(Group& group, const float* logits) {
   for (size_t b = 0; b < group.beams.size(); ++b) {
     const Beam& beam = group.beams[b];
     const size_t first = candidates.size();
-    AppendTopK(logits + static_cast<int64_t>(b) * vocab, vocab, 2 * k, 0.0f, static_cast<int>(b),
+    AppendTopK(logits + static_cast<int64_t>(b) * vocab, vocab, 2 * k, static_cast<int>(b),
                candidates);
     for (size_t i = first; i < candidates.size(); ++i) {
       const float log_prob = (candidates[i].score - beam.row_max) - beam.row_log_sum;
