@@ -219,15 +219,6 @@ void SoftmaxScalar(float* x, int64_t n) {
   for (int64_t i = 0; i < n; ++i) x[i] *= inv;
 }
 
-void LogSoftmaxRowScalar(float* row, int64_t cols) {
-  float max_value = -std::numeric_limits<float>::infinity();
-  for (int64_t c = 0; c < cols; ++c) max_value = std::max(max_value, row[c]);
-  float sum = 0.0f;
-  for (int64_t c = 0; c < cols; ++c) sum += std::exp(row[c] - max_value);
-  const float log_sum = std::log(sum);
-  for (int64_t c = 0; c < cols; ++c) row[c] = (row[c] - max_value) - log_sum;
-}
-
 }  // namespace
 
 void Softmax(float* x, int64_t n) {
@@ -255,13 +246,13 @@ void LogSoftmaxNormalizer(const float* x, int64_t n, float* max_value, float* lo
 void LogSoftmax(float* x, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     float* row = x + r * cols;
-    if (!kHasAvx512) {
-      LogSoftmaxRowScalar(row, cols);
-      continue;
+    float max_value, log_sum;
+    LogSoftmaxNormalizer(row, cols, &max_value, &log_sum);
+    if (kHasAvx512) {
+      SubtractTwiceAvx512(row, cols, max_value, log_sum);
+    } else {
+      for (int64_t c = 0; c < cols; ++c) row[c] = (row[c] - max_value) - log_sum;
     }
-    const float max_value = MaxAvx512(row, cols);
-    const float sum = SumExpAvx512(row, cols, max_value, nullptr);
-    SubtractTwiceAvx512(row, cols, max_value, std::log(sum));
   }
 }
 
