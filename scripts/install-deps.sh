@@ -5,10 +5,12 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev)
+          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev
+          libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
-             python3-torch python3-numpy python3-sentencepiece)
+             python3-torch python3-numpy python3-sentencepiece
+             python3-grpcio python3-grpc-tools)
 fi
 
 missing=()
