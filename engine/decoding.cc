@@ -255,6 +255,13 @@ bool DecodingBatch::Cancel(SequenceId id) {
   return false;
 }
 
+const std::vector<int32_t>* DecodingBatch::BestTokens(SequenceId id) const {
+  for (const auto& group : groups_) {
+    if (group->id == id) return group->beams.empty() ? nullptr : &group->beams.front().tokens;
+  }
+  return nullptr;
+}
+
 std::vector<DecodingBatch::Finished> DecodingBatch::Step() {
   std::vector<Finished> done;
   if (groups_.empty()) return done;

@@ -95,6 +95,17 @@ class DecodingBatch {
   // Drops a running sentence and frees its memory. Returns false if it is not running.
   bool Cancel(SequenceId id);
 
+  // Tokens of the sentence's best live beam so far (for streaming greedy output); null when the
+  // sentence is not running. Valid until the next call of a non-const method.
+  const std::vector<int32_t>* BestTokens(SequenceId id) const;
+
+  // Beams and cache pages not reserved by running sentences.
+  int free_beams() const { return options_.max_beams - reserved_beams_; }
+  int free_pages() const { return cache_.free_pages(); }
+
+  // The engine's threads, for other work of the same owner between steps (encoder-only batches).
+  ThreadPool* pool() const { return pool_.get(); }
+
   bool empty() const { return groups_.empty(); }
   int num_sentences() const { return static_cast<int>(groups_.size()); }
   int num_beams() const;  // beams decoded at the next step

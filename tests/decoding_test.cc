@@ -153,6 +153,40 @@ TEST_F(DecodingTest, CancelFreesMemoryAndLeavesOthersUntouched) {
   EXPECT_EQ(batch.cache().bytes_in_use(), 0);
 }
 
+TEST_F(DecodingTest, BestTokensFollowGreedyDecoding) {
+  const auto sources = RandomSources(2, 10, 11);
+  DecodingOptions options;
+  options.beam_size = 1;
+  DecodingBatchOptions batch_options;
+  batch_options.cache_pages = 64;
+  DecodingBatch batch(model_->transformer, batch_options);
+  std::vector<DecodingBatch::Request> requests;
+  for (const auto& s : sources) requests.push_back({s, options});
+  auto ids = batch.Admit(requests);
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  ASSERT_NE(batch.BestTokens((*ids)[0]), nullptr);
+  EXPECT_TRUE(batch.BestTokens((*ids)[0])->empty());
+  EXPECT_EQ(batch.BestTokens(12345), nullptr);
+  std::vector<int32_t> seen;
+  std::vector<Hypothesis> result;
+  while (!batch.empty()) {
+    for (auto& f : batch.Step()) {
+      if (f.id == (*ids)[0]) result = f.hypotheses;
+    }
+    if (const auto* tokens = batch.BestTokens((*ids)[0])) {
+      // Greedy output only grows: each step extends the previous prefix by one token.
+      ASSERT_EQ(tokens->size(), seen.size() + 1);
+      ASSERT_TRUE(std::equal(seen.begin(), seen.end(), tokens->begin()));
+      seen = *tokens;
+    }
+  }
+  ASSERT_EQ(result.size(), 1u);
+  // The final hypothesis is the streamed prefix (EOS is not a token of either).
+  EXPECT_EQ(result[0].tokens, seen);
+  EXPECT_EQ(batch.free_beams(), batch_options.max_beams);
+  EXPECT_EQ(batch.free_pages(), 64);
+}
+
 TEST_F(DecodingTest, AdmissionIsBoundedByBeamsAndCache) {
   DecodingOptions options;
   options.beam_size = 4;
