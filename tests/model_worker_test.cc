@@ -1,0 +1,335 @@
+// The per-model engine worker: results equal the engine's alone, continuous vs static admission,
+// bounded queue, cancellation, deadlines, shutdown, encode batching and token streaming. Runs on
+// the real aren-transliteration model.
+#include "server/model_worker.h"
+
+#include <future>
+#include <map>
+#include <random>
+
+#include "engine/model_loader.h"
+#include "engine/sentence_embedding.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace rosetta::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+// What a job delivered, collected from the worker's callbacks.
+struct Outcome {
+  std::map<int, std::vector<Hypothesis>> results;
+  std::vector<int> completion_order;
+  std::map<int, std::vector<int32_t>> streamed;
+  absl::Status status;
+  JobTimes times;
+};
+
+class ModelWorkerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = LoadTranslationModel(testing::ArenModel("v2/aren-transliteration"));
+    ASSERT_TRUE(model.ok()) << model.status();
+    model_ = std::move(*model).release();
+  }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+
+  static std::vector<std::vector<int32_t>> RandomSources(int count, int max_length, unsigned seed) {
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<int> length(1, max_length), token(3, 49);
+    std::vector<std::vector<int32_t>> sources(count);
+    for (auto& s : sources) {
+      s.resize(length(rng));
+      for (auto& id : s) id = token(rng);
+    }
+    return sources;
+  }
+
+  // A job whose callbacks fill `outcome` and fulfil `done` at the end.
+  static std::shared_ptr<TranslationJob> MakeJob(std::vector<std::vector<int32_t>> sources,
+                                                 const DecodingOptions& options, Outcome& outcome,
+                                                 std::promise<void>& done) {
+    auto job = std::make_shared<TranslationJob>();
+    job->sources = std::move(sources);
+    job->options = options;
+    job->on_result = [&outcome](int index, DecodingBatch::Finished& result) {
+      outcome.results[index] = result.hypotheses;
+      outcome.completion_order.push_back(index);
+    };
+    job->on_tokens = [&outcome](int index, const std::vector<int32_t>& tokens, int new_count) {
+      auto& seen = outcome.streamed[index];
+      EXPECT_EQ(seen.size() + new_count, tokens.size());
+      seen = tokens;
+    };
+    job->on_done = [&outcome, &done](const absl::Status& status, const JobTimes& times) {
+      outcome.status = status;
+      outcome.times = times;
+      done.set_value();
+    };
+    return job;
+  }
+
+  static std::vector<Hypothesis> Alone(const std::vector<int32_t>& source,
+                                       const DecodingOptions& options) {
+    auto result = TranslateBatch(model_->transformer, {source}, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    return (*result)[0];
+  }
+
+  static void ExpectSame(const std::vector<Hypothesis>& a, const std::vector<Hypothesis>& b) {
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) {
+      EXPECT_EQ(a[i].tokens, b[i].tokens);
+      EXPECT_NEAR(a[i].score, b[i].score, 1e-5);
+    }
+  }
+
+  static TranslationModel* model_;
+};
+
+TranslationModel* ModelWorkerTest::model_ = nullptr;
+
+TEST_F(ModelWorkerTest, ConcurrentJobsGetTheirOwnResults) {
+  BatchingOptions options;
+  options.num_threads = 2;
+  ModelWorker worker(model_->transformer, options);
+  constexpr int kJobs = 12;
+  std::vector<Outcome> outcomes(kJobs);
+  std::vector<std::promise<void>> done(kJobs);
+  std::vector<std::vector<std::vector<int32_t>>> sources;
+  std::vector<DecodingOptions> decoding(kJobs);
+  for (int j = 0; j < kJobs; ++j) {
+    sources.push_back(RandomSources(1 + j % 4, 20, 100 + j));
+    decoding[j].beam_size = 1 + j % 3;
+    decoding[j].num_hypotheses = decoding[j].beam_size;
+    decoding[j].max_length = 10 + j;
+  }
+  std::vector<std::thread> clients;
+  for (int j = 0; j < kJobs; ++j) {
+    clients.emplace_back([&, j] {
+      ASSERT_TRUE(worker.Submit(MakeJob(sources[j], decoding[j], outcomes[j], done[j])).ok());
+    });
+  }
+  for (auto& c : clients) c.join();
+  for (int j = 0; j < kJobs; ++j) {
+    done[j].get_future().wait();
+    ASSERT_TRUE(outcomes[j].status.ok()) << outcomes[j].status;
+    ASSERT_EQ(outcomes[j].results.size(), sources[j].size());
+    for (size_t i = 0; i < sources[j].size(); ++i) {
+      ExpectSame(outcomes[j].results[i], Alone(sources[j][i], decoding[j]));
+    }
+  }
+  const WorkerStats stats = worker.Stats();
+  EXPECT_EQ(stats.translation_jobs, kJobs);
+  EXPECT_GT(stats.decoding_steps, 0);
+  EXPECT_EQ(stats.running_sequences, 0);
+  EXPECT_EQ(stats.cache_bytes_in_use, 0);
+}
+
+// A long translation is decoding; a short one submitted later finishes first when batching is
+// continuous, and only after it when batching is static.
+TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
+  for (bool continuous : {true, false}) {
+    SCOPED_TRACE(continuous ? "continuous" : "static");
+    BatchingOptions options;
+    options.continuous = continuous;
+    ModelWorker worker(model_->transformer, options);
+    DecodingOptions long_options;
+    long_options.beam_size = 1;
+    long_options.min_length = 250;
+    long_options.max_length = 250;
+    DecodingOptions short_options;
+    short_options.beam_size = 1;
+    short_options.max_length = 3;
+    Outcome long_outcome, short_outcome;
+    std::promise<void> long_done, short_done;
+    std::vector<int> order;
+    absl::Mutex order_mu;
+    auto long_job = MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done);
+    auto short_job = MakeJob({{9, 10}}, short_options, short_outcome, short_done);
+    auto record = [&](std::shared_ptr<TranslationJob>& job, int tag) {
+      auto inner = job->on_done;
+      job->on_done = [&order, &order_mu, inner, tag](const absl::Status& s, const JobTimes& t) {
+        {
+          absl::MutexLock lock(&order_mu);
+          order.push_back(tag);
+        }
+        inner(s, t);
+      };
+    };
+    record(long_job, 0);
+    record(short_job, 1);
+    ASSERT_TRUE(worker.Submit(long_job).ok());
+    // Wait until the long one is decoding.
+    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    ASSERT_TRUE(worker.Submit(short_job).ok());
+    long_done.get_future().wait();
+    short_done.get_future().wait();
+    ASSERT_TRUE(long_outcome.status.ok());
+    ASSERT_TRUE(short_outcome.status.ok());
+    EXPECT_EQ(long_outcome.results[0][0].tokens.size(), 250u);
+    EXPECT_EQ(order, continuous ? std::vector<int>({1, 0}) : std::vector<int>({0, 1}));
+    if (continuous) EXPECT_EQ(worker.Stats().max_batch_sequences, 2);
+  }
+}
+
+TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
+  BatchingOptions options;
+  options.max_queued_texts = 4;
+  options.max_running_sequences = 1;  // the first text runs, the rest wait
+  ModelWorker worker(model_->transformer, options);
+  DecodingOptions slow;
+  slow.beam_size = 1;
+  slow.min_length = slow.max_length = 250;
+  Outcome first_outcome, second_outcome;
+  std::promise<void> first_done, second_done;
+  ASSERT_TRUE(worker.Submit(MakeJob({{5}}, slow, first_outcome, first_done)).ok());
+  while (worker.Stats().running_sequences == 0 && worker.Stats().decoding_steps == 0) {
+    absl::SleepFor(absl::Microseconds(200));
+  }
+  ASSERT_TRUE(
+      worker.Submit(MakeJob(RandomSources(4, 5, 1), slow, second_outcome, second_done)).ok());
+  Outcome rejected_outcome;
+  std::promise<void> rejected_done;
+  absl::Status rejected = worker.Submit(MakeJob({{7}}, slow, rejected_outcome, rejected_done));
+  EXPECT_TRUE(absl::IsResourceExhausted(rejected)) << rejected;
+  EXPECT_THAT(rejected.message(), HasSubstr("queue is full"));
+  EXPECT_EQ(worker.Stats().rejected_queue_full, 1);
+  first_done.get_future().wait();
+  second_done.get_future().wait();
+  EXPECT_TRUE(first_outcome.status.ok());
+  EXPECT_TRUE(second_outcome.status.ok());
+}
+
+TEST_F(ModelWorkerTest, CancelledAndExpiredJobsLeaveQueueAndBatch) {
+  BatchingOptions options;
+  options.max_running_sequences = 2;
+  ModelWorker worker(model_->transformer, options);
+  DecodingOptions slow;
+  slow.beam_size = 2;
+  slow.min_length = slow.max_length = 250;
+  Outcome running_outcome, queued_outcome, expiring_outcome, later_outcome;
+  std::promise<void> running_done, queued_done, expiring_done, later_done;
+  auto running = MakeJob({{5, 6}}, slow, running_outcome, running_done);
+  auto queued = MakeJob({{7, 8}}, slow, queued_outcome, queued_done);
+  auto expiring = MakeJob({{9}}, slow, expiring_outcome, expiring_done);
+  expiring->deadline = absl::Now() - absl::Milliseconds(1);  // expires while it waits
+  ASSERT_TRUE(worker.Submit(running).ok());
+  ASSERT_TRUE(worker.Submit(queued).ok());
+  ASSERT_TRUE(worker.Submit(expiring).ok());
+  while (worker.Stats().decoding_steps < 3) absl::SleepFor(absl::Microseconds(200));
+  worker.Cancel(*queued);   // waiting in the queue
+  worker.Cancel(*running);  // decoding
+  running_done.get_future().wait();
+  queued_done.get_future().wait();
+  EXPECT_TRUE(absl::IsCancelled(running_outcome.status)) << running_outcome.status;
+  EXPECT_TRUE(absl::IsCancelled(queued_outcome.status)) << queued_outcome.status;
+  expiring_done.get_future().wait();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(expiring_outcome.status)) << expiring_outcome.status;
+  // A deadline that passes while the sentence decodes: 250 steps take longer than 1 ms.
+  Outcome decoding_outcome;
+  std::promise<void> decoding_done;
+  auto decoding = MakeJob({{20, 21}}, slow, decoding_outcome, decoding_done);
+  decoding->deadline = absl::Now() + absl::Milliseconds(1);
+  ASSERT_TRUE(worker.Submit(decoding).ok());
+  decoding_done.get_future().wait();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(decoding_outcome.status)) << decoding_outcome.status;
+  // The worker keeps serving, and its memory came back.
+  DecodingOptions quick;
+  quick.beam_size = 2;
+  quick.max_length = 20;
+  ASSERT_TRUE(worker.Submit(MakeJob({{11, 12, 13}}, quick, later_outcome, later_done)).ok());
+  later_done.get_future().wait();
+  ASSERT_TRUE(later_outcome.status.ok());
+  ExpectSame(later_outcome.results[0], Alone({11, 12, 13}, quick));
+  const WorkerStats stats = worker.Stats();
+  EXPECT_EQ(stats.cancelled, 2);
+  EXPECT_EQ(stats.deadline_exceeded, 2);
+  EXPECT_EQ(stats.cache_bytes_in_use, 0);
+  EXPECT_EQ(stats.queued_texts, 0);
+}
+
+TEST_F(ModelWorkerTest, StopEndsEveryJobWithUnavailable) {
+  BatchingOptions options;
+  options.max_running_sequences = 1;
+  auto worker = std::make_unique<ModelWorker>(model_->transformer, options);
+  DecodingOptions slow;
+  slow.beam_size = 1;
+  slow.min_length = slow.max_length = 250;
+  Outcome a, b;
+  std::promise<void> a_done, b_done;
+  ASSERT_TRUE(worker->Submit(MakeJob({{5}}, slow, a, a_done)).ok());
+  ASSERT_TRUE(worker->Submit(MakeJob({{6}}, slow, b, b_done)).ok());
+  worker->Stop();
+  a_done.get_future().wait();
+  b_done.get_future().wait();
+  EXPECT_TRUE(absl::IsUnavailable(a.status) || a.status.ok()) << a.status;
+  EXPECT_TRUE(absl::IsUnavailable(b.status)) << b.status;
+  Outcome c;
+  std::promise<void> c_done;
+  EXPECT_TRUE(absl::IsUnavailable(worker->Submit(MakeJob({{7}}, slow, c, c_done))));
+}
+
+TEST_F(ModelWorkerTest, GreedyTokensAreStreamedAsDecoded) {
+  ModelWorker worker(model_->transformer, BatchingOptions{});
+  DecodingOptions greedy;
+  greedy.beam_size = 1;
+  Outcome outcome;
+  std::promise<void> done;
+  auto job = MakeJob({{14, 15, 16, 17, 18}}, greedy, outcome, done);
+  job->stream_tokens = true;
+  ASSERT_TRUE(worker.Submit(job).ok());
+  done.get_future().wait();
+  ASSERT_TRUE(outcome.status.ok());
+  ASSERT_FALSE(outcome.results[0][0].tokens.empty());
+  EXPECT_EQ(outcome.streamed[0], outcome.results[0][0].tokens);
+}
+
+TEST_F(ModelWorkerTest, EncodeJobsAreBatchedAndEqualAlone) {
+  BatchingOptions options;
+  options.encode_max_wait = absl::Milliseconds(200);  // long enough to collect all below
+  ModelWorker worker(model_->transformer, options);
+  constexpr int kJobs = 6;
+  std::vector<std::vector<float>> results(kJobs);
+  std::vector<absl::Status> statuses(kJobs);
+  std::vector<std::promise<void>> done(kJobs);
+  std::vector<std::vector<std::vector<int32_t>>> inputs;
+  for (int j = 0; j < kJobs; ++j) {
+    inputs.push_back(RandomSources(1 + j % 3, 30, 200 + j));
+    auto job = std::make_shared<EncodeJob>();
+    job->inputs = inputs[j];
+    job->normalize = j % 2 == 0;
+    job->on_done = [&, j](const absl::Status& s, std::vector<float>& e, const JobTimes&) {
+      statuses[j] = s;
+      results[j] = e;
+      done[j].set_value();
+    };
+    ASSERT_TRUE(worker.Submit(job).ok());
+  }
+  const int d = model_->transformer->config.d_model;
+  Workspace workspace;
+  for (int j = 0; j < kJobs; ++j) {
+    done[j].get_future().wait();
+    ASSERT_TRUE(statuses[j].ok()) << statuses[j];
+    ASSERT_EQ(results[j].size(), inputs[j].size() * d);
+    for (size_t i = 0; i < inputs[j].size(); ++i) {
+      std::vector<float> alone(d);
+      const std::vector<int> offsets = {0, static_cast<int>(inputs[j][i].size())};
+      MeanPooledEncoderEmbeddings(*model_->transformer, inputs[j][i], offsets, j % 2 == 0,
+                                  workspace, alone.data());
+      for (int k = 0; k < d; ++k) ASSERT_NEAR(results[j][i * d + k], alone[k], 1e-5);
+    }
+  }
+  const WorkerStats stats = worker.Stats();
+  EXPECT_EQ(stats.encode_jobs, kJobs);
+  EXPECT_GT(stats.max_encode_batch, 1);
+  EXPECT_LT(stats.encode_batches, kJobs);
+}
+
+}  // namespace
+}  // namespace rosetta::server
