@@ -1,0 +1,434 @@
+// rosetta: the command-line client of rosettad.
+//
+//   rosetta translate [--model NAME] [--beam_size N] [--scores] [--json] [--stream] [TEXT...]
+//   rosetta encode [--normalize] [--truncate] [--json] [TEXT...]
+//   rosetta models [--json]
+//   rosetta model [NAME]
+//
+// Texts come from the arguments or, when there are none, one per stdin line, sent --batch_size
+// lines per request; the output has one line per input, in input order. An RPC error prints
+// "rosetta: CODE_NAME: message" and exits with status 1; usage errors exit with status 2.
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
+#include "client/command_line.h"
+#include "client/input_batches.h"
+#include "client/output_format.h"
+#include "client/status_names.h"
+#include "rosetta/v1/rosetta.grpc.pb.h"
+
+ABSL_FLAG(std::string, address, "localhost:50051", "Address of rosettad, host:port.");
+ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
+ABSL_FLAG(double, deadline, 60, "Seconds each request may take; 0: no deadline.");
+ABSL_FLAG(int, batch_size, 32, "Inputs sent per request.");
+ABSL_FLAG(bool, tokens, false,
+          "Inputs are space-separated tokens of the model's source vocabulary, sent as such "
+          "instead of texts.");
+ABSL_FLAG(bool, json, false, "Print one JSON object per line.");
+ABSL_FLAG(std::optional<int>, beam_size, std::nullopt,
+          "Beam size; 1 is greedy search. Unset: the model's default.");
+ABSL_FLAG(std::optional<int>, num_hypotheses, std::nullopt,
+          "Hypotheses printed per input, best first, tab-separated. Unset: the model's default.");
+ABSL_FLAG(std::optional<float>, length_penalty, std::nullopt,
+          "Score = log-probability / length^length_penalty. Unset: the model's default.");
+ABSL_FLAG(std::optional<int>, max_length, std::nullopt,
+          "Maximum generated tokens, end of sentence included. Unset: the model's default.");
+ABSL_FLAG(std::optional<int>, min_length, std::nullopt,
+          "Tokens generated before the end of sentence is allowed. Unset: the model's default.");
+ABSL_FLAG(bool, scores, false, "Print each hypothesis' score before it: SCORE ||| TEXT.");
+ABSL_FLAG(bool, stream, false,
+          "Print each translation as soon as it and those before it are ready; for a single "
+          "input with greedy search, show the tokens on stderr as they are decoded.");
+ABSL_FLAG(bool, normalize, false, "Scale each embedding to unit L2 norm.");
+ABSL_FLAG(bool, truncate, false, "Cut inputs longer than the model's maximum instead of failing.");
+
+namespace rosetta::client {
+namespace {
+
+using rosetta::v1::Rosetta;
+
+constexpr int kExitRpcError = 1;
+constexpr int kExitUsage = 2;
+
+constexpr absl::string_view kConnectionFlags[] = {"address", "deadline"};
+constexpr absl::string_view kTranslateFlags[] = {
+    "address",        "deadline",       "model",      "batch_size", "tokens", "json",  "beam_size",
+    "num_hypotheses", "length_penalty", "max_length", "min_length", "scores", "stream"};
+constexpr absl::string_view kEncodeFlags[] = {"address", "deadline", "model",     "batch_size",
+                                              "tokens",  "json",     "normalize", "truncate"};
+constexpr absl::string_view kModelsFlags[] = {"address", "deadline", "json"};
+
+constexpr char kUsage[] =
+    "Usage: rosetta COMMAND [FLAGS] [ARGS...]\n"
+    "\n"
+    "Commands:\n"
+    "  translate [TEXT...]  translate the texts, or stdin lines when none are given\n"
+    "  encode [TEXT...]     print the embedding of each text (or stdin line)\n"
+    "  models               list the models the server has loaded\n"
+    "  model [NAME]         print a model's description as JSON (default: the default model)\n"
+    "\n"
+    "Run 'rosetta COMMAND --help' for the flags of a command.\n";
+
+// Prints a usage error; the commands' summary unless `command` is given.
+int UsageError(absl::string_view message, absl::string_view command = "") {
+  std::cerr << "rosetta: " << message << "\n";
+  if (command.empty()) {
+    std::cerr << kUsage;
+  } else {
+    std::cerr << "Run 'rosetta " << command << " --help' for its flags.\n";
+  }
+  return kExitUsage;
+}
+
+// Prints "rosetta: CODE_NAME: message". For a batch after the first, adds the batch's inputs: the
+// server counts inputs from the start of its request.
+int RpcError(const grpc::Status& status, size_t batch_start = 0, size_t batch_size = 0) {
+  std::cerr << "rosetta: " << StatusCodeName(status.error_code()) << ": " << status.error_message();
+  if (batch_start > 0) {
+    std::cerr << absl::StrFormat(" (in the request of inputs %d-%d, counted from 0)", batch_start,
+                                 batch_start + batch_size - 1);
+  }
+  std::cerr << "\n";
+  return kExitRpcError;
+}
+
+// A response that breaks the API's contract (a missing or extra result).
+int BadResponse(absl::string_view message) {
+  std::cerr << "rosetta: bad response from the server: " << message << "\n";
+  return kExitRpcError;
+}
+
+std::unique_ptr<Rosetta::Stub> Connect() {
+  grpc::ChannelArguments arguments;
+  // The server bounds what it sends (ModelLimits); large batches of embeddings exceed gRPC's
+  // default limit of 4 MiB.
+  arguments.SetMaxReceiveMessageSize(-1);
+  return Rosetta::NewStub(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address),
+                                                    grpc::InsecureChannelCredentials(), arguments));
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  const double seconds = absl::GetFlag(FLAGS_deadline);
+  if (seconds <= 0) return;
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::duration_cast<std::chrono::system_clock::duration>(
+                            std::chrono::duration<double>(seconds)));
+}
+
+// Puts `inputs` in `request`: as texts, or with --tokens as token lists.
+template <typename Request>
+void SetInputs(const std::vector<std::string>& inputs, Request* request) {
+  const bool pre_tokenized = absl::GetFlag(FLAGS_tokens);
+  for (const std::string& input : inputs) {
+    if (pre_tokenized) {
+      // An input without tokens still takes its place: the server rejects it by its index.
+      rosetta::v1::TokenList* tokens = request->add_tokenized();
+      for (std::string& token : SplitTokens(input)) tokens->add_tokens(std::move(token));
+    } else {
+      request->add_texts(input);
+    }
+  }
+}
+
+// Shows the partial translations of a stream on stderr, each extending the line shown so far.
+class PartialEcho {
+ public:
+  void Show(const rosetta::v1::PartialTranslation& partial) {
+    if (!partial.text().empty() || partial.new_tokens().empty()) {
+      if (absl::StartsWith(partial.text(), shown_)) {
+        std::cerr << partial.text().substr(shown_.size());
+      } else {
+        // Detokenization rewrote the text's end (a piece joined a word): start a new line.
+        std::cerr << (open_ ? "\n" : "") << partial.text();
+      }
+      shown_ = partial.text();
+    } else {
+      // No text: show the tokens.
+      std::string tokens = absl::StrJoin(partial.new_tokens(), " ");
+      std::cerr << (open_ ? " " : "") << tokens;
+      absl::StrAppend(&shown_, open_ ? " " : "", tokens);
+    }
+    open_ = true;
+    std::cerr.flush();
+  }
+
+  // Ends the line shown, if any.
+  void End() {
+    if (open_) std::cerr << std::endl;
+    open_ = false;
+    shown_.clear();
+  }
+
+ private:
+  std::string shown_;
+  bool open_ = false;
+};
+
+std::string Help(absl::string_view command, absl::string_view arguments,
+                 absl::Span<const absl::string_view> flags) {
+  return absl::StrCat("Usage: rosetta ", command, " [FLAGS] ", arguments, "\n\nFlags:\n",
+                      FlagsHelp(flags));
+}
+
+// Sets the flags of a command and fills `positional` with its other arguments. Returns the exit
+// status when the command is over: help printed (0) or a usage error (2).
+std::optional<int> ParseCommand(absl::string_view command, absl::string_view arguments_help,
+                                absl::Span<const absl::string_view> flags,
+                                const std::vector<std::string>& args,
+                                std::vector<std::string>* positional) {
+  absl::StatusOr<ParsedArguments> parsed = ParseArguments(args, flags);
+  if (!parsed.ok()) return UsageError(parsed.status().message(), command);
+  if (parsed->help) {
+    std::cout << Help(command, arguments_help, flags);
+    return 0;
+  }
+  if (absl::GetFlag(FLAGS_deadline) < 0) return UsageError("--deadline must be >= 0", command);
+  if (absl::GetFlag(FLAGS_batch_size) < 1) return UsageError("--batch_size must be >= 1", command);
+  *positional = std::move(parsed->positional);
+  return std::nullopt;
+}
+
+rosetta::v1::TranslateOptions TranslateOptionsFromFlags() {
+  rosetta::v1::TranslateOptions options;
+  // Unset flags stay unset so that the model's defaults apply; out-of-range values are the
+  // server's to reject, with a message naming the limit.
+  if (auto v = absl::GetFlag(FLAGS_beam_size)) options.set_beam_size(*v);
+  if (auto v = absl::GetFlag(FLAGS_num_hypotheses)) options.set_num_hypotheses(*v);
+  if (auto v = absl::GetFlag(FLAGS_length_penalty)) options.set_length_penalty(*v);
+  if (auto v = absl::GetFlag(FLAGS_max_length)) options.set_max_length(*v);
+  if (auto v = absl::GetFlag(FLAGS_min_length)) options.set_min_length(*v);
+  // JSON lines always carry scores and tokens.
+  options.set_return_scores(absl::GetFlag(FLAGS_scores) || absl::GetFlag(FLAGS_json));
+  options.set_return_tokens(absl::GetFlag(FLAGS_json));
+  return options;
+}
+
+// Translates one batch with Translate and prints its lines. Returns the exit status.
+int TranslateBatch(Rosetta::Stub& stub, const rosetta::v1::TranslateRequest& request,
+                   const TranslationFormat& format, size_t batch_start) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  rosetta::v1::TranslateResponse response;
+  const grpc::Status status = stub.Translate(&context, request, &response);
+  const int inputs = request.texts_size() + request.tokenized_size();
+  if (!status.ok()) return RpcError(status, batch_start, inputs);
+  if (response.translations_size() != inputs) {
+    return BadResponse(
+        absl::StrFormat("%d translations for %d inputs", response.translations_size(), inputs));
+  }
+  std::string lines;
+  for (const rosetta::v1::Translation& translation : response.translations()) {
+    absl::StrAppend(&lines, FormatTranslation(translation, format), "\n");
+  }
+  std::cout << lines << std::flush;
+  return 0;
+}
+
+// Translates one batch with TranslateStream, printing each line as soon as it and those before it
+// have arrived. Returns the exit status.
+int TranslateBatchStreaming(Rosetta::Stub& stub, const rosetta::v1::TranslateRequest& request,
+                            const TranslationFormat& format, size_t batch_start) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  const int inputs = request.texts_size() + request.tokenized_size();
+  std::vector<std::optional<rosetta::v1::Translation>> results(inputs);
+  int printed = 0;
+  PartialEcho echo;
+  std::string contract_error;
+
+  std::unique_ptr<grpc::ClientReader<rosetta::v1::TranslateStreamResponse>> reader =
+      stub.TranslateStream(&context, request);
+  rosetta::v1::TranslateStreamResponse message;
+  while (reader->Read(&message)) {
+    if (message.result_case() == rosetta::v1::TranslateStreamResponse::RESULT_NOT_SET) {
+      continue;  // a closing message with the totals only
+    }
+    const int index = message.index();
+    if (index < 0 || index >= inputs || results[index].has_value()) {
+      contract_error = absl::StrFormat("unexpected result for input %d of %d", index, inputs);
+      context.TryCancel();
+      break;
+    }
+    if (message.has_partial()) {
+      echo.Show(message.partial());
+      continue;
+    }
+    results[index] = std::move(*message.mutable_translation());
+    echo.End();
+    std::string lines;
+    for (; printed < inputs && results[printed].has_value(); ++printed) {
+      absl::StrAppend(&lines, FormatTranslation(*results[printed], format), "\n");
+    }
+    std::cout << lines << std::flush;
+  }
+  const grpc::Status status = reader->Finish();
+  echo.End();
+  if (!contract_error.empty()) return BadResponse(contract_error);
+  if (!status.ok()) return RpcError(status, batch_start, inputs);
+  if (printed != inputs) {
+    return BadResponse(
+        absl::StrFormat("the stream ended without the translation of input %d", printed));
+  }
+  return 0;
+}
+
+int Translate(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  if (auto exit_status =
+          ParseCommand("translate", "[TEXT...]", kTranslateFlags, args, &positional)) {
+    return *exit_status;
+  }
+
+  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  rosetta::v1::TranslateRequest base;
+  base.set_model(absl::GetFlag(FLAGS_model));
+  *base.mutable_options() = TranslateOptionsFromFlags();
+  const TranslationFormat format = {.scores = absl::GetFlag(FLAGS_scores),
+                                    .json = absl::GetFlag(FLAGS_json)};
+
+  InputBatches batches(std::move(positional), &std::cin, absl::GetFlag(FLAGS_batch_size));
+  std::vector<std::string> batch;
+  while (batches.Next(&batch)) {
+    rosetta::v1::TranslateRequest request = base;
+    SetInputs(batch, &request);
+    // The first failing batch ends the run: the lines printed so far are those of the batches
+    // before it, and the exit status says the output is incomplete.
+    const int exit_status =
+        absl::GetFlag(FLAGS_stream)
+            ? TranslateBatchStreaming(*stub, request, format, batches.batch_start())
+            : TranslateBatch(*stub, request, format, batches.batch_start());
+    if (exit_status != 0) return exit_status;
+  }
+  return 0;
+}
+
+int Encode(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  if (auto exit_status = ParseCommand("encode", "[TEXT...]", kEncodeFlags, args, &positional)) {
+    return *exit_status;
+  }
+
+  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  const bool json = absl::GetFlag(FLAGS_json);
+  InputBatches batches(std::move(positional), &std::cin, absl::GetFlag(FLAGS_batch_size));
+  std::vector<std::string> batch;
+  while (batches.Next(&batch)) {
+    rosetta::v1::EncodeRequest request;
+    request.set_model(absl::GetFlag(FLAGS_model));
+    request.set_normalize(absl::GetFlag(FLAGS_normalize));
+    request.set_truncate(absl::GetFlag(FLAGS_truncate));
+    SetInputs(batch, &request);
+
+    grpc::ClientContext context;
+    SetDeadline(&context);
+    rosetta::v1::EncodeResponse response;
+    const grpc::Status status = stub->Encode(&context, request, &response);
+    if (!status.ok()) return RpcError(status, batches.batch_start(), batch.size());
+    if (response.embeddings_size() != static_cast<int>(batch.size())) {
+      return BadResponse(
+          absl::StrFormat("%d embeddings for %d inputs", response.embeddings_size(), batch.size()));
+    }
+    std::string lines;
+    for (const rosetta::v1::Embedding& embedding : response.embeddings()) {
+      absl::StrAppend(&lines, FormatEmbedding(embedding, json), "\n");
+    }
+    std::cout << lines << std::flush;
+  }
+  return 0;
+}
+
+// Prints `message` as JSON, on one line unless `pretty`, with the proto's field names and every
+// field, zeros included. Returns the exit status.
+int PrintJson(const google::protobuf::Message& message, bool pretty) {
+  google::protobuf::util::JsonPrintOptions options;
+  options.add_whitespace = pretty;
+  options.always_print_primitive_fields = true;
+  options.preserve_proto_field_names = true;
+  std::string json;
+  const auto status = google::protobuf::util::MessageToJsonString(message, &json, options);
+  if (!status.ok()) {
+    std::cerr << "rosetta: cannot print the response as JSON: " << status.ToString() << "\n";
+    return kExitRpcError;
+  }
+  std::cout << absl::StripSuffix(json, "\n") << "\n";
+  return 0;
+}
+
+int Models(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  if (auto exit_status = ParseCommand("models", "", kModelsFlags, args, &positional)) {
+    return *exit_status;
+  }
+  if (!positional.empty()) {
+    return UsageError("'models' takes no arguments (did you mean 'model NAME'?)", "models");
+  }
+  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  rosetta::v1::ListModelsResponse response;
+  const grpc::Status status =
+      stub->ListModels(&context, rosetta::v1::ListModelsRequest(), &response);
+  if (!status.ok()) return RpcError(status);
+  if (absl::GetFlag(FLAGS_json)) {
+    for (const rosetta::v1::ModelInfo& model : response.models()) {
+      if (const int exit_status = PrintJson(model, /*pretty=*/false); exit_status != 0) {
+        return exit_status;
+      }
+    }
+  } else {
+    std::cout << FormatModelTable(response);
+  }
+  return 0;
+}
+
+int Model(const std::vector<std::string>& args) {
+  std::vector<std::string> positional;
+  if (auto exit_status = ParseCommand("model", "[NAME]", kConnectionFlags, args, &positional)) {
+    return *exit_status;
+  }
+  if (positional.size() > 1) return UsageError("'model' takes at most one NAME", "model");
+
+  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  rosetta::v1::GetModelRequest request;
+  if (!positional.empty()) request.set_name(positional[0]);
+  rosetta::v1::ModelInfo response;
+  const grpc::Status status = stub->GetModel(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  return PrintJson(response, /*pretty=*/true);
+}
+
+int Run(int argc, char** argv) {
+  if (argc < 2) return UsageError("no command given");
+  const std::string command = argv[1];
+  const std::vector<std::string> args(argv + 2, argv + argc);
+  if (command == "translate") return Translate(args);
+  if (command == "encode") return Encode(args);
+  if (command == "models") return Models(args);
+  if (command == "model") return Model(args);
+  if (command == "help" || command == "--help" || command == "-h") {
+    std::cout << kUsage;
+    return 0;
+  }
+  return UsageError(absl::StrCat("unknown command '", command, "'"));
+}
+
+}  // namespace
+}  // namespace rosetta::client
+
+int main(int argc, char** argv) { return rosetta::client::Run(argc, argv); }
