@@ -1,0 +1,237 @@
+#include "server/daemon_options.h"
+
+#include <fstream>
+#include <functional>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+
+namespace rosetta::server {
+
+namespace {
+
+struct Flag {
+  const char* name;
+  const char* help;
+  // Applies a value; an error message on a bad value.
+  std::function<absl::Status(absl::string_view value, DaemonOptions& options)> set;
+};
+
+absl::Status BadValue(absl::string_view flag, absl::string_view value, absl::string_view want) {
+  return absl::InvalidArgumentError(absl::StrCat("--", flag, ": \"", value, "\" is not ", want));
+}
+
+// An int flag with a minimum.
+Flag IntFlag(const char* name, const char* help, int minimum,
+             std::function<int&(DaemonOptions&)> field) {
+  return Flag{name, help, [=](absl::string_view value, DaemonOptions& o) -> absl::Status {
+                int parsed = 0;
+                if (!absl::SimpleAtoi(value, &parsed) || parsed < minimum) {
+                  return BadValue(name, value, absl::StrCat("an integer >= ", minimum));
+                }
+                field(o) = parsed;
+                return absl::OkStatus();
+              }};
+}
+
+Flag SecondsFlag(const char* name, const char* help, double scale,
+                 std::function<absl::Duration&(DaemonOptions&)> field) {
+  return Flag{name, help, [=](absl::string_view value, DaemonOptions& o) -> absl::Status {
+                double parsed = 0;
+                if (!absl::SimpleAtod(value, &parsed) || !(parsed >= 0)) {
+                  return BadValue(name, value, "a non-negative number");
+                }
+                field(o) = absl::Seconds(parsed * scale);
+                return absl::OkStatus();
+              }};
+}
+
+const std::vector<Flag>& Flags() {
+  static const auto* flags = new std::vector<Flag>{
+      {"listen",
+       "Address to serve gRPC on, host:port (port 0: any free port). Default 0.0.0.0:50051.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         if (!absl::StrContains(v, ':')) return BadValue("listen", v, "host:port");
+         o.listen = std::string(v);
+         return absl::OkStatus();
+       }},
+      {"model",
+       "A model to serve, NAME=PATH (a CTranslate2 or Hugging Face Marian directory); repeat for "
+       "more. The first is the default model. PATH alone names it after its directory.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         ModelSpec spec;
+         const size_t eq = v.find('=');
+         if (eq == absl::string_view::npos) {
+           spec.path = std::string(v);
+           absl::string_view trimmed = absl::StripSuffix(v, "/");
+           spec.name = std::string(trimmed.substr(trimmed.rfind('/') + 1));
+         } else {
+           spec.name = std::string(v.substr(0, eq));
+           spec.path = std::string(v.substr(eq + 1));
+         }
+         if (spec.name.empty() || spec.path.empty()) return BadValue("model", v, "NAME=PATH");
+         o.models.push_back(std::move(spec));
+         return absl::OkStatus();
+       }},
+      {"models_dir", "Serve every model directory inside this directory, named after it.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         o.models_dir = std::string(v);
+         return absl::OkStatus();
+       }},
+      IntFlag("threads",
+              "Engine threads per model; 0: the CPUs this process may use (cgroup "
+              "limits included). Default 0.",
+              0, [](DaemonOptions& o) -> int& { return o.threads; }),
+      {"batching",
+       "continuous (default): sentences join and leave the running batch at every "
+       "decoding step; static: a batch runs to completion before the next is formed.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         if (v != "continuous" && v != "static") {
+           return BadValue("batching", v, "continuous or static");
+         }
+         o.batching.continuous = v == "continuous";
+         return absl::OkStatus();
+       }},
+      IntFlag("max_queued_texts",
+              "Texts waiting per model; beyond, RESOURCE_EXHAUSTED. Default 1024.", 1,
+              [](DaemonOptions& o) -> int& { return o.batching.max_queued_texts; }),
+      IntFlag("batch_token_budget",
+              "Source tokens admitted into the running batch in one "
+              "encoder pass. Default 4096.",
+              1, [](DaemonOptions& o) -> int& { return o.batching.batch_token_budget; }),
+      IntFlag("max_running_sequences",
+              "Beams decoded together per model (each beam of a "
+              "sentence counts). Default 256.",
+              1, [](DaemonOptions& o) -> int& { return o.batching.max_running_sequences; }),
+      IntFlag("max_decoding_length", "Cap of a request's max_length. Default 256.", 1,
+              [](DaemonOptions& o) -> int& { return o.batching.max_decoding_length; }),
+      {"kv_cache_mb",
+       "Self-attention cache per model, MiB; bounds the running beams. Default 1024.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         int64_t mb = 0;
+         if (!absl::SimpleAtoi(v, &mb) || mb < 1)
+           return BadValue("kv_cache_mb", v, "an integer >= 1");
+         o.batching.kv_cache_bytes = mb << 20;
+         return absl::OkStatus();
+       }},
+      IntFlag("encode_token_budget", "Tokens of one Encode batch. Default 8192.", 1,
+              [](DaemonOptions& o) -> int& { return o.batching.encode_token_budget; }),
+      SecondsFlag("encode_max_wait_ms",
+                  "Longest an Encode request waits for others to batch "
+                  "with. Default 2.",
+                  1e-3,
+                  [](DaemonOptions& o) -> absl::Duration& { return o.batching.encode_max_wait; }),
+      IntFlag("max_texts_per_request", "Inputs of one request. Default 128.", 1,
+              [](DaemonOptions& o) -> int& { return o.limits.max_texts_per_request; }),
+      IntFlag("max_tokens_per_text", "Tokens of one input (also capped by the model). Default 512.",
+              1, [](DaemonOptions& o) -> int& { return o.limits.max_tokens_per_text; }),
+      IntFlag("max_tokens_per_request", "Tokens of all inputs of one request. Default 16384.", 1,
+              [](DaemonOptions& o) -> int& { return o.limits.max_tokens_per_request; }),
+      IntFlag("max_beam_size", "Largest beam_size a request may ask for (at most 16). Default 16.",
+              1, [](DaemonOptions& o) -> int& { return o.limits.max_beam_size; }),
+      SecondsFlag("drain_timeout",
+                  "Seconds that requests in flight get to finish after SIGTERM "
+                  "or SIGINT. Default 30.",
+                  1.0, [](DaemonOptions& o) -> absl::Duration& { return o.drain_timeout; }),
+      IntFlag("max_message_bytes", "Largest gRPC message accepted or sent. Default 16777216.", 1024,
+              [](DaemonOptions& o) -> int& { return o.max_message_bytes; }),
+  };
+  return *flags;
+}
+
+absl::Status ApplyFlag(absl::string_view name, absl::string_view value, DaemonOptions& options) {
+  for (const Flag& flag : Flags()) {
+    if (name == flag.name) return flag.set(value, options);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name, " (see --help)"));
+}
+
+absl::Status ApplyConfigFile(const std::string& path, DaemonOptions& options, int depth);
+
+// Applies argument pairs (name, value) in order; "config" reads a file.
+absl::Status ApplyPairs(const std::vector<std::pair<std::string, std::string>>& pairs,
+                        DaemonOptions& options, int depth) {
+  for (const auto& [name, value] : pairs) {
+    if (name == "config") {
+      if (absl::Status s = ApplyConfigFile(value, options, depth + 1); !s.ok()) return s;
+      continue;
+    }
+    if (absl::Status s = ApplyFlag(name, value, options); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ApplyConfigFile(const std::string& path, DaemonOptions& options, int depth) {
+  if (depth > 4) return absl::InvalidArgumentError("--config: files include each other too deeply");
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--config: cannot read ", path));
+  std::vector<std::pair<std::string, std::string>> pairs;
+  std::string line;
+  int number = 0;
+  while (std::getline(in, line)) {
+    ++number;
+    absl::string_view text = absl::StripAsciiWhitespace(line);
+    if (text.empty() || text[0] == '#') continue;
+    text = absl::StripPrefix(text, "--");
+    const size_t eq = text.find('=');
+    if (eq == absl::string_view::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ":", number, ": expected `name = value`, got \"", text, "\""));
+    }
+    pairs.emplace_back(std::string(absl::StripAsciiWhitespace(text.substr(0, eq))),
+                       std::string(absl::StripAsciiWhitespace(text.substr(eq + 1))));
+  }
+  absl::Status status = ApplyPairs(pairs, options, depth);
+  if (!status.ok()) {
+    return absl::Status(status.code(), absl::StrCat(path, ": ", status.message()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+std::string DaemonUsage() {
+  std::string usage =
+      "usage: rosettad --model NAME=PATH [--model ...] [flags]\n"
+      "Serves translation and embedding models over gRPC (package rosetta.v1, health and\n"
+      "reflection included). Flags (also `name = value` lines in --config FILE):\n";
+  for (const Flag& flag : Flags())
+    absl::StrAppend(&usage, "  --", flag.name, "\n      ", flag.help, "\n");
+  absl::StrAppend(&usage, "  --config FILE\n      Read more flags from FILE.\n");
+  return usage;
+}
+
+absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* argv) {
+  std::vector<std::pair<std::string, std::string>> pairs;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--help" || arg == "-h") return absl::NotFoundError(DaemonUsage());
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      return absl::InvalidArgumentError(absl::StrCat("unexpected argument \"", arg, "\""));
+    }
+    const size_t eq = arg.find('=');
+    if (eq != absl::string_view::npos) {
+      pairs.emplace_back(std::string(arg.substr(0, eq)), std::string(arg.substr(eq + 1)));
+    } else if (i + 1 < argc) {
+      pairs.emplace_back(std::string(arg), argv[++i]);
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--", arg, " needs a value"));
+    }
+  }
+  DaemonOptions options;
+  if (absl::Status s = ApplyPairs(pairs, options, 0); !s.ok()) return s;
+  if (options.models.empty() && options.models_dir.empty()) {
+    return absl::InvalidArgumentError("no model to serve: give --model NAME=PATH or --models_dir");
+  }
+  if (options.limits.max_beam_size > 16) {
+    return absl::InvalidArgumentError("--max_beam_size: the engine supports at most 16");
+  }
+  return options;
+}
+
+}  // namespace rosetta::server

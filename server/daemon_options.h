@@ -1,0 +1,49 @@
+// rosettad's configuration: command-line flags and an optional config file, turned into one
+// options struct that main() hands to the server.
+#ifndef ROSETTA_SERVER_DAEMON_OPTIONS_H_
+#define ROSETTA_SERVER_DAEMON_OPTIONS_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "server/model_worker.h"
+
+namespace rosetta::server {
+
+// Limits of one request, checked before it reaches a model's queue.
+struct RequestLimits {
+  int max_texts_per_request = 128;
+  int max_tokens_per_text = 512;  // further capped by each model's positions
+  int max_tokens_per_request = 16384;
+  int max_beam_size = 16;
+};
+
+struct ModelSpec {
+  std::string name;
+  std::string path;
+};
+
+struct DaemonOptions {
+  std::string listen = "0.0.0.0:50051";  // host:port; port 0 picks a free port
+  std::vector<ModelSpec> models;         // the first is the default model
+  std::string models_dir;                // every model directory inside is served, by its name
+  int threads = 0;                       // engine threads per model; 0: the CPUs available
+  BatchingOptions batching;
+  RequestLimits limits;
+  absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight
+  int max_message_bytes = 16 << 20;                  // largest request or response on the wire
+};
+
+// Parses flags (argv[0] is skipped). `--config FILE` reads more flags from FILE, one per line
+// as `name = value` or `--name=value`, `#` comments; later flags override earlier ones and
+// --model accumulates. --help is reported as a NOT_FOUND status carrying the usage text.
+absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* argv);
+
+// The usage text listing every flag with its default.
+std::string DaemonUsage();
+
+}  // namespace rosetta::server
+
+#endif  // ROSETTA_SERVER_DAEMON_OPTIONS_H_

@@ -1,0 +1,114 @@
+#include "server/model_registry.h"
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "engine/model_loader.h"
+#include "server/log.h"
+
+namespace rosetta::server {
+
+namespace {
+
+// Model directories inside `dir`, sorted by name.
+absl::StatusOr<std::vector<ModelSpec>> ListModelDirectory(const std::string& dir) {
+  std::error_code error;
+  std::vector<ModelSpec> specs;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, error)) {
+    if (!entry.is_directory()) continue;
+    const auto& path = entry.path();
+    if (std::filesystem::exists(path / "model.bin") ||
+        std::filesystem::exists(path / "config.json")) {
+      specs.push_back({path.filename().string(), path.string()});
+    }
+  }
+  if (error) return absl::NotFoundError(absl::StrCat("--models_dir ", dir, ": ", error.message()));
+  if (specs.empty()) {
+    return absl::NotFoundError(absl::StrCat("--models_dir ", dir, " holds no model directory"));
+  }
+  std::sort(specs.begin(), specs.end(),
+            [](const ModelSpec& a, const ModelSpec& b) { return a.name < b.name; });
+  return specs;
+}
+
+int PositionsOr(const EmbeddingWeights& embeddings, int fallback) {
+  return embeddings.positions != nullptr ? std::min(fallback, embeddings.max_positions) : fallback;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const DaemonOptions& options,
+                                                                   int threads) {
+  std::vector<ModelSpec> specs = options.models;
+  if (!options.models_dir.empty()) {
+    absl::StatusOr<std::vector<ModelSpec>> listed = ListModelDirectory(options.models_dir);
+    if (!listed.ok()) return listed.status();
+    specs.insert(specs.end(), listed->begin(), listed->end());
+  }
+  auto registry = std::make_unique<ModelRegistry>();
+  for (const ModelSpec& spec : specs) {
+    if (!spec.name.empty() && registry->Find(spec.name) != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("two models are named \"", spec.name, "\""));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(spec.path);
+    if (!model.ok()) {
+      return absl::Status(
+          model.status().code(),
+          absl::StrCat("model \"", spec.name, "\" (", spec.path, "): ", model.status().message()));
+    }
+    auto served = std::make_unique<ServedModel>();
+    served->name = spec.name;
+    served->model = std::move(*model);
+    served->load_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const TransformerModel& transformer = *served->model->transformer;
+    // Specials (BOS/EOS) count as tokens: the position table bounds the whole sequence.
+    served->max_tokens_per_text =
+        PositionsOr(transformer.encoder_embeddings, options.limits.max_tokens_per_text);
+    served->max_decoding_length =
+        PositionsOr(transformer.decoder_embeddings, options.batching.max_decoding_length);
+    BatchingOptions batching = options.batching;
+    batching.max_decoding_length = served->max_decoding_length;
+    batching.num_threads = threads;
+    served->worker = std::make_unique<ModelWorker>(served->model->transformer, batching);
+    const WorkerStats stats = served->worker->Stats();
+    Log("loaded model \"", spec.name, "\" from ", spec.path, " in ",
+        absl::StrFormat("%.2f", served->load_seconds), " s: ", served->model->format, " ",
+        transformer.config.architecture, ", ", transformer.config.weight_type, " weights, d_model ",
+        transformer.config.d_model, ", ", transformer.encoder_layers.size(), "+",
+        transformer.decoder_layers.size(), " layers, vocabularies ",
+        transformer.source_vocab_size(), "/", transformer.target_vocab_size(), "; ",
+        batching.continuous ? "continuous" : "static", " batching, ", threads, " threads, up to ",
+        served->worker->max_beams(), " beams of ", served->max_decoding_length,
+        " tokens, KV cache ", stats.cache_bytes_capacity >> 20, " MiB");
+    registry->models_.push_back(std::move(served));
+  }
+  if (registry->models_.empty()) return absl::InvalidArgumentError("no model to serve");
+  return registry;
+}
+
+const ServedModel* ModelRegistry::Find(absl::string_view name) const {
+  if (name.empty()) return models_.empty() ? nullptr : models_.front().get();
+  for (const auto& model : models_) {
+    if (model->name == name) return model.get();
+  }
+  return nullptr;
+}
+
+std::string ModelRegistry::Names() const {
+  std::vector<std::string> names;
+  for (const auto& model : models_) names.push_back(model->name);
+  return absl::StrJoin(names, ", ");
+}
+
+void ModelRegistry::StopWorkers() {
+  for (const auto& model : models_) model->worker->Stop();
+}
+
+}  // namespace rosetta::server

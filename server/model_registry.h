@@ -1,0 +1,48 @@
+// The models a daemon serves: each loaded model with its engine worker, found by name.
+// Immutable after Load() apart from the workers' own state; thread-safe to read.
+#ifndef ROSETTA_SERVER_MODEL_REGISTRY_H_
+#define ROSETTA_SERVER_MODEL_REGISTRY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "engine/translation_model.h"
+#include "server/daemon_options.h"
+#include "server/model_worker.h"
+
+namespace rosetta::server {
+
+struct ServedModel {
+  std::string name;
+  std::unique_ptr<TranslationModel> model;
+  std::unique_ptr<ModelWorker> worker;
+  double load_seconds = 0.0;
+  int max_tokens_per_text = 0;  // the request limit capped by the model's positions
+  int max_decoding_length = 0;  // the daemon's cap capped by the model's positions
+};
+
+class ModelRegistry {
+ public:
+  // Loads every model of `options` (--model, then --models_dir in name order) and starts its
+  // worker with `threads` engine threads. Fails on the first model that does not load, naming it.
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const DaemonOptions& options,
+                                                             int threads);
+
+  // The model called `name`; the default model for an empty name; null if none.
+  const ServedModel* Find(absl::string_view name) const;
+  const std::vector<std::unique_ptr<ServedModel>>& models() const { return models_; }
+  std::string Names() const;  // "a, b, c", for error messages
+
+  // Stops every worker: their remaining jobs end with UNAVAILABLE.
+  void StopWorkers();
+
+ private:
+  std::vector<std::unique_ptr<ServedModel>> models_;
+};
+
+}  // namespace rosetta::server
+
+#endif  // ROSETTA_SERVER_MODEL_REGISTRY_H_

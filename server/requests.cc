@@ -1,0 +1,271 @@
+#include "server/requests.h"
+
+#include <algorithm>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/decoding.h"
+
+namespace rosetta::server {
+
+namespace {
+
+// Bytes allowed per token before tokenizing: bounds the work spent on a text that will be refused.
+constexpr int64_t kMaxBytesPerToken = 64;
+
+// The shared part of both requests: count, then each input is valid and within the limits.
+// `max_tokens` >= 0 cuts inputs to that many tokens instead of failing.
+template <typename Request>
+absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& request,
+                                                                 const ServedModel& served,
+                                                                 const RequestLimits& limits,
+                                                                 bool truncate,
+                                                                 std::vector<bool>* truncated) {
+  const TranslationModel& model = *served.model;
+  const bool has_texts = request.texts_size() > 0;
+  const bool has_tokens = request.tokenized_size() > 0;
+  if (has_texts && has_tokens) {
+    return absl::InvalidArgumentError("texts and tokenized are both set: send one of them");
+  }
+  if (!has_texts && !has_tokens) {
+    return absl::InvalidArgumentError("no inputs: set texts or tokenized");
+  }
+  const std::string field = has_texts ? "texts" : "tokenized";
+  const int count = has_texts ? request.texts_size() : request.tokenized_size();
+  if (count > limits.max_texts_per_request) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " has ", count, " inputs; the limit is ",
+                                                   limits.max_texts_per_request,
+                                                   " (max_texts_per_request)"));
+  }
+  const int max_tokens = served.max_tokens_per_text;
+  const int64_t max_bytes = kMaxBytesPerToken * max_tokens;
+  std::vector<std::vector<int32_t>> inputs;
+  inputs.reserve(count);
+  int64_t total_tokens = 0;
+  for (int i = 0; i < count; ++i) {
+    const std::string name = absl::StrCat(field, "[", i, "]");
+    std::vector<std::string> tokens;
+    if (has_texts) {
+      const std::string& text = request.texts(i);
+      if (static_cast<int64_t>(text.size()) > max_bytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, " is ", text.size(), " bytes; the limit is ", max_bytes, " (",
+                         kMaxBytesPerToken, " x max_tokens_per_text ", max_tokens, ")"));
+      }
+      if (const int64_t bad = InvalidUtf8Offset(text); bad >= 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat(name, " is not valid UTF-8 (at byte ", bad, ")"));
+      }
+      absl::StatusOr<std::vector<std::string>> pieces = model.codec->Tokenize(text);
+      if (!pieces.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
+      }
+      tokens = std::move(*pieces);
+      if (tokens.empty()) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " is empty (no tokens)"));
+      }
+    } else {
+      const auto& list = request.tokenized(i).tokens();
+      if (list.empty()) return absl::InvalidArgumentError(absl::StrCat(name, " has no tokens"));
+      if (list.size() > max_tokens && !truncate) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " has ", list.size(),
+                                                       " tokens; the limit is ", max_tokens,
+                                                       " (max_tokens_per_text)"));
+      }
+      for (int t = 0; t < list.size(); ++t) {
+        const std::string& token = list[t];
+        if (token.empty() || InvalidUtf8Offset(token) >= 0) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              name, ".tokens[", t, "] is ", token.empty() ? "empty" : "not valid UTF-8"));
+        }
+        tokens.push_back(token);
+      }
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = model.SourceIds(tokens);
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
+    bool cut = false;
+    if (static_cast<int>(ids->size()) > max_tokens) {
+      if (!truncate) {
+        return absl::InvalidArgumentError(absl::StrCat(name, " has ", ids->size(),
+                                                       " tokens; the limit is ", max_tokens,
+                                                       " (max_tokens_per_text)"));
+      }
+      // Keep the model's specials: cut the tokens, then add BOS/EOS again.
+      const int specials = static_cast<int>(ids->size() - tokens.size());
+      tokens.resize(std::max(1, max_tokens - specials));
+      ids = model.SourceIds(tokens);
+      if (!ids.ok()) return ids.status();
+      cut = true;
+    }
+    total_tokens += static_cast<int64_t>(ids->size());
+    if (total_tokens > limits.max_tokens_per_request) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request has more than ", limits.max_tokens_per_request,
+                       " tokens (max_tokens_per_request), counted up to ", name));
+    }
+    if (truncated != nullptr) truncated->push_back(cut);
+    inputs.push_back(std::move(*ids));
+  }
+  return inputs;
+}
+
+}  // namespace
+
+int64_t InvalidUtf8Offset(absl::string_view text) {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    const unsigned char c = s[i];
+    int length;
+    uint32_t min_value;
+    if (c < 0x80) {
+      ++i;
+      continue;
+    } else if ((c & 0xE0) == 0xC0) {
+      length = 2;
+      min_value = 0x80;
+    } else if ((c & 0xF0) == 0xE0) {
+      length = 3;
+      min_value = 0x800;
+    } else if ((c & 0xF8) == 0xF0) {
+      length = 4;
+      min_value = 0x10000;
+    } else {
+      return static_cast<int64_t>(i);
+    }
+    if (i + length > n) return static_cast<int64_t>(i);
+    uint32_t value = c & (0xFF >> (length + 1));
+    for (int k = 1; k < length; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return static_cast<int64_t>(i);
+      value = (value << 6) | (s[i + k] & 0x3F);
+    }
+    // Overlong forms, UTF-16 surrogates and values beyond Unicode are invalid.
+    if (value < min_value || (value >= 0xD800 && value <= 0xDFFF) || value > 0x10FFFF) {
+      return static_cast<int64_t>(i);
+    }
+    i += length;
+  }
+  return -1;
+}
+
+absl::StatusOr<PreparedTranslation> PrepareTranslation(const v1::TranslateRequest& request,
+                                                       const ServedModel& model,
+                                                       const RequestLimits& limits) {
+  PreparedTranslation prepared;
+  const v1::TranslateOptions& o = request.options();
+  DecodingOptions& options = prepared.options;
+  options = model.model->default_options;
+  options.max_length = std::min(options.max_length, model.max_decoding_length);
+  if (o.has_beam_size()) options.beam_size = o.beam_size();
+  options.num_hypotheses = o.has_num_hypotheses() ? o.num_hypotheses() : 1;
+  if (o.has_length_penalty()) options.length_penalty = o.length_penalty();
+  if (o.has_max_length()) options.max_length = o.max_length();
+  if (o.has_min_length()) options.min_length = o.min_length();
+  if (options.beam_size > limits.max_beam_size) {
+    return absl::InvalidArgumentError(absl::StrCat("options.beam_size is ", options.beam_size,
+                                                   "; the limit is ", limits.max_beam_size,
+                                                   " (max_beam_size)"));
+  }
+  if (absl::Status s = ValidateDecodingOptions(options, model.max_decoding_length); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("options.", s.message()));
+  }
+  prepared.return_scores = o.return_scores();
+  prepared.return_tokens = o.return_tokens();
+  absl::StatusOr<std::vector<std::vector<int32_t>>> sources =
+      TokenizeInputs(request, model, limits, /*truncate=*/false, nullptr);
+  if (!sources.ok()) return sources.status();
+  prepared.sources = std::move(*sources);
+  return prepared;
+}
+
+absl::StatusOr<PreparedEncode> PrepareEncode(const v1::EncodeRequest& request,
+                                             const ServedModel& model,
+                                             const RequestLimits& limits) {
+  PreparedEncode prepared;
+  prepared.normalize = request.normalize();
+  absl::StatusOr<std::vector<std::vector<int32_t>>> inputs =
+      TokenizeInputs(request, model, limits, request.truncate(), &prepared.truncated);
+  if (!inputs.ok()) {
+    if (!request.truncate() &&
+        absl::StrContains(inputs.status().message(), "(max_tokens_per_text)")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(inputs.status().message(), "; set truncate to cut long inputs"));
+    }
+    return inputs.status();
+  }
+  prepared.inputs = std::move(*inputs);
+  return prepared;
+}
+
+void FillTranslation(const TranslationModel& model, const DecodingBatch::Finished& result,
+                     bool return_scores, bool return_tokens, v1::Translation* out) {
+  out->set_output_tokens(result.steps);
+  for (const Hypothesis& hypothesis : result.hypotheses) {
+    v1::Hypothesis* h = out->add_hypotheses();
+    h->set_text(model.DecodeText(hypothesis.tokens));
+    if (return_scores) h->set_score(hypothesis.score);
+    if (return_tokens) {
+      for (std::string& token : model.TargetTokens(hypothesis.tokens)) {
+        h->add_tokens(std::move(token));
+      }
+    }
+  }
+}
+
+void FillModelInfo(const ServedModel& served, bool is_default, const RequestLimits& limits,
+                   v1::ModelInfo* out) {
+  const TranslationModel& model = *served.model;
+  const TransformerModel& transformer = *model.transformer;
+  out->set_name(served.name);
+  out->set_kind(v1::MODEL_KIND_TRANSLATION);
+  out->set_architecture(transformer.config.architecture);
+  out->set_format(model.format);
+  out->set_path(model.path);
+  out->set_is_default(is_default);
+  out->set_source_vocabulary_size(transformer.source_vocab_size());
+  out->set_target_vocabulary_size(transformer.target_vocab_size());
+  out->set_embedding_dimension(transformer.config.d_model);
+  out->set_encoder_layers(static_cast<int>(transformer.encoder_layers.size()));
+  out->set_decoder_layers(static_cast<int>(transformer.decoder_layers.size()));
+  out->set_quantization(transformer.config.weight_type);
+  out->set_tokenizer(std::string(model.codec->name()));
+  out->set_pooling("mean of the encoder's final states (special tokens included)");
+  v1::TranslateOptions* defaults = out->mutable_default_options();
+  defaults->set_beam_size(model.default_options.beam_size);
+  defaults->set_num_hypotheses(1);
+  defaults->set_length_penalty(model.default_options.length_penalty);
+  defaults->set_max_length(std::min(model.default_options.max_length, served.max_decoding_length));
+  defaults->set_min_length(model.default_options.min_length);
+  const BatchingOptions& batching = served.worker->options();
+  v1::ModelLimits* l = out->mutable_limits();
+  l->set_max_texts_per_request(limits.max_texts_per_request);
+  l->set_max_tokens_per_text(served.max_tokens_per_text);
+  l->set_max_tokens_per_request(limits.max_tokens_per_request);
+  l->set_max_decoding_length(served.max_decoding_length);
+  l->set_max_beam_size(limits.max_beam_size);
+  l->set_max_queued_texts(batching.max_queued_texts);
+  l->set_batch_token_budget(batching.batch_token_budget);
+  l->set_max_running_sequences(served.worker->max_beams());
+  out->set_batching(batching.continuous ? "continuous" : "static");
+  const WorkerStats stats = served.worker->Stats();
+  v1::ModelStats* s = out->mutable_stats();
+  s->set_requests(stats.translation_jobs + stats.encode_jobs);
+  s->set_sentences(stats.sentences);
+  s->set_decoding_steps(stats.decoding_steps);
+  s->set_decoded_rows(stats.decoded_rows);
+  s->set_max_batch_sequences(stats.max_batch_sequences);
+  s->set_max_batch_rows(stats.max_batch_rows);
+  s->set_encode_batches(stats.encode_batches);
+  s->set_encoded_texts(stats.encoded_texts);
+  s->set_max_encode_batch(stats.max_encode_batch);
+  s->set_running_sequences(stats.running_sequences);
+  s->set_queued_texts(stats.queued_texts);
+  s->set_rejected_queue_full(stats.rejected_queue_full);
+  s->set_cancelled(stats.cancelled);
+  s->set_deadline_exceeded(stats.deadline_exceeded);
+}
+
+}  // namespace rosetta::server

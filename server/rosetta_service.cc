@@ -1,0 +1,375 @@
+#include "server/rosetta_service.h"
+
+#include <deque>
+#include <functional>
+#include <memory>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "server/requests.h"
+
+namespace rosetta::server {
+
+namespace {
+
+constexpr size_t kMaxStatusMessage = 1024;
+
+absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
+    return absl::InfiniteFuture();
+  }
+  return absl::FromChrono(deadline);
+}
+
+// Runs a cancellation action when the client cancels (or the deadline passes), also if that
+// happened before the action was set.
+class CancelHook {
+ public:
+  void Set(std::function<void()> action) {
+    absl::MutexLock lock(&mu_);
+    if (cancelled_) {
+      action();
+    } else {
+      action_ = std::move(action);
+    }
+  }
+  void Fire() {
+    absl::MutexLock lock(&mu_);
+    cancelled_ = true;
+    if (action_) action_();
+  }
+
+ private:
+  absl::Mutex mu_;
+  bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
+  std::function<void()> action_ ABSL_GUARDED_BY(mu_);
+};
+
+class UnaryCall final : public grpc::ServerUnaryReactor {
+ public:
+  explicit UnaryCall(RosettaService* service) : service_(service) { service_->CallStarted(); }
+
+  UnaryCall* FinishWith(const absl::Status& status) {
+    Finish(ToGrpcStatus(status));
+    return this;
+  }
+  void OnCancelDo(std::function<void()> action) { cancel_.Set(std::move(action)); }
+
+  void OnCancel() override { cancel_.Fire(); }
+  void OnDone() override {
+    service_->CallEnded();
+    delete this;
+  }
+
+ private:
+  RosettaService* const service_;
+  CancelHook cancel_;
+};
+
+// Writes messages one at a time in the order given, then finishes with the status given to
+// Close(). Messages queued while a write is in progress wait for it. gRPC is called outside the
+// lock: Finish may end in OnDone, which deletes this.
+class StreamCall final : public grpc::ServerWriteReactor<v1::TranslateStreamResponse> {
+ public:
+  explicit StreamCall(RosettaService* service) : service_(service) { service_->CallStarted(); }
+
+  void Send(v1::TranslateStreamResponse message) {
+    v1::TranslateStreamResponse* start = nullptr;
+    {
+      absl::MutexLock lock(&mu_);
+      if (broken_ || closed_) return;
+      queue_.push_back(std::move(message));
+      if (!writing_) {
+        writing_ = true;
+        start = &queue_.front();
+      }
+    }
+    if (start != nullptr) StartWrite(start);
+  }
+  void Close(const absl::Status& status) {
+    bool finish = false;
+    grpc::Status final_status;
+    {
+      absl::MutexLock lock(&mu_);
+      if (closed_) return;
+      closed_ = true;
+      status_ = ToGrpcStatus(status);
+      finish = !writing_;
+      final_status = status_;
+    }
+    if (finish) Finish(final_status);
+  }
+  StreamCall* CloseWith(const absl::Status& status) {
+    Close(status);
+    return this;
+  }
+  void OnCancelDo(std::function<void()> action) { cancel_.Set(std::move(action)); }
+
+  void OnWriteDone(bool ok) override {
+    v1::TranslateStreamResponse* next = nullptr;
+    bool finish = false;
+    grpc::Status final_status;
+    {
+      absl::MutexLock lock(&mu_);
+      queue_.pop_front();
+      if (!ok) {
+        // The client is gone: drop the rest; Close() comes when the worker ends the job.
+        broken_ = true;
+        queue_.clear();
+      }
+      if (!queue_.empty()) {
+        next = &queue_.front();
+      } else {
+        writing_ = false;
+        finish = closed_;
+        final_status = status_;
+      }
+    }
+    if (next != nullptr) {
+      StartWrite(next);
+    } else if (finish) {
+      Finish(final_status);
+    }
+  }
+  void OnCancel() override { cancel_.Fire(); }
+  void OnDone() override {
+    service_->CallEnded();
+    delete this;
+  }
+
+ private:
+  RosettaService* const service_;
+  CancelHook cancel_;
+  absl::Mutex mu_;
+  std::deque<v1::TranslateStreamResponse> queue_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool broken_ ABSL_GUARDED_BY(mu_) = false;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status status_ ABSL_GUARDED_BY(mu_);
+};
+
+void SetTimings(const JobTimes& times, v1::Timings* out) {
+  out->set_queue_seconds(absl::ToDoubleSeconds(times.queued()));
+  out->set_inference_seconds(absl::ToDoubleSeconds(times.inference()));
+}
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  std::string message(status.message());
+  if (message.size() > kMaxStatusMessage) {
+    message.resize(kMaxStatusMessage);
+    message += "...";
+  }
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), message);
+}
+
+void RosettaService::CallStarted() {
+  absl::MutexLock lock(&calls_mu_);
+  ++calls_;
+}
+
+void RosettaService::CallEnded() {
+  absl::MutexLock lock(&calls_mu_);
+  --calls_;
+}
+
+int RosettaService::calls_in_flight() const {
+  absl::MutexLock lock(&calls_mu_);
+  return calls_;
+}
+
+bool RosettaService::WaitForCalls(absl::Time deadline) {
+  absl::MutexLock lock(&calls_mu_);
+  auto none = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(calls_mu_) { return calls_ == 0; };
+  return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
+}
+
+absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& name) const {
+  if (draining_.load()) {
+    return absl::UnavailableError("the server is shutting down: retry on another replica");
+  }
+  const ModelRegistry* registry = registry_.load();
+  if (registry == nullptr) {
+    return absl::UnavailableError("the server is loading its models: retry shortly");
+  }
+  const ServedModel* model = registry->Find(name);
+  if (model == nullptr) {
+    return absl::NotFoundError(
+        absl::StrCat("model \"", name, "\" is not loaded; loaded: ", registry->Names()));
+  }
+  return model;
+}
+
+grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext* context,
+                                                    const v1::TranslateRequest* request,
+                                                    v1::TranslateResponse* response) {
+  auto* call = new UnaryCall(this);
+  absl::StatusOr<const ServedModel*> served = Resolve(request->model());
+  if (!served.ok()) return call->FinishWith(served.status());
+  const ServedModel& model = **served;
+  absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
+  if (!prepared.ok()) return call->FinishWith(prepared.status());
+
+  response->set_model(model.name);
+  int64_t input_tokens = 0;
+  for (const auto& source : prepared->sources) {
+    response->add_translations()->set_input_tokens(static_cast<int>(source.size()));
+    input_tokens += static_cast<int64_t>(source.size());
+  }
+  response->mutable_usage()->set_input_tokens(input_tokens);
+
+  auto job = std::make_shared<TranslationJob>();
+  job->sources = std::move(prepared->sources);
+  job->options = prepared->options;
+  job->deadline = DeadlineOf(context);
+  const TranslationModel* translation_model = model.model.get();
+  // The worker calls these on its thread; `response` lives until the call is finished.
+  job->on_result = [translation_model, response, scores = prepared->return_scores,
+                    tokens = prepared->return_tokens](int index, DecodingBatch::Finished& result) {
+    v1::Translation* out = response->mutable_translations(index);
+    FillTranslation(*translation_model, result, scores, tokens, out);
+    response->mutable_usage()->set_output_tokens(response->usage().output_tokens() + result.steps);
+  };
+  job->on_done = [call, response](const absl::Status& status, const JobTimes& times) {
+    if (status.ok()) SetTimings(times, response->mutable_timings());
+    call->FinishWith(status);
+  };
+  if (absl::Status s = model.worker->Submit(job); !s.ok()) return call->FinishWith(s);
+  call->OnCancelDo([worker = model.worker.get(), job] { worker->Cancel(*job); });
+  return call;
+}
+
+grpc::ServerWriteReactor<v1::TranslateStreamResponse>* RosettaService::TranslateStream(
+    grpc::CallbackServerContext* context, const v1::TranslateRequest* request) {
+  auto* call = new StreamCall(this);
+  absl::StatusOr<const ServedModel*> served = Resolve(request->model());
+  if (!served.ok()) return call->CloseWith(served.status());
+  const ServedModel& model = **served;
+  absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
+  if (!prepared.ok()) return call->CloseWith(prepared.status());
+
+  // Totals, written by the worker thread only.
+  auto usage = std::make_shared<v1::Usage>();
+  auto input_tokens = std::make_shared<std::vector<int>>();
+  for (const auto& source : prepared->sources) {
+    input_tokens->push_back(static_cast<int>(source.size()));
+    usage->set_input_tokens(usage->input_tokens() + static_cast<int64_t>(source.size()));
+  }
+  auto job = std::make_shared<TranslationJob>();
+  job->sources = std::move(prepared->sources);
+  job->options = prepared->options;
+  job->deadline = DeadlineOf(context);
+  job->stream_tokens = job->sources.size() == 1 && job->options.beam_size == 1;
+  const TranslationModel* translation_model = model.model.get();
+  const std::string name = model.name;
+  job->on_result = [=, scores = prepared->return_scores, tokens = prepared->return_tokens](
+                       int index, DecodingBatch::Finished& result) {
+    v1::TranslateStreamResponse message;
+    message.set_index(index);
+    message.set_model(name);
+    v1::Translation* out = message.mutable_translation();
+    out->set_input_tokens((*input_tokens)[index]);
+    FillTranslation(*translation_model, result, scores, tokens, out);
+    usage->set_output_tokens(usage->output_tokens() + result.steps);
+    call->Send(std::move(message));
+  };
+  job->on_tokens = [=](int index, const std::vector<int32_t>& ids, int new_count) {
+    v1::TranslateStreamResponse message;
+    message.set_index(index);
+    message.set_model(name);
+    v1::PartialTranslation* partial = message.mutable_partial();
+    const std::vector<int32_t> fresh(ids.end() - new_count, ids.end());
+    for (std::string& token : translation_model->TargetTokens(fresh)) {
+      partial->add_new_tokens(std::move(token));
+    }
+    partial->set_text(translation_model->DecodeText(ids));
+    call->Send(std::move(message));
+  };
+  job->on_done = [call, usage, name](const absl::Status& status, const JobTimes& times) {
+    if (status.ok()) {
+      v1::TranslateStreamResponse last;
+      last.set_index(-1);
+      last.set_model(name);
+      *last.mutable_usage() = *usage;
+      SetTimings(times, last.mutable_timings());
+      call->Send(std::move(last));
+    }
+    call->Close(status);
+  };
+  if (absl::Status s = model.worker->Submit(job); !s.ok()) return call->CloseWith(s);
+  call->OnCancelDo([worker = model.worker.get(), job] { worker->Cancel(*job); });
+  return call;
+}
+
+grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* context,
+                                                 const v1::EncodeRequest* request,
+                                                 v1::EncodeResponse* response) {
+  auto* call = new UnaryCall(this);
+  absl::StatusOr<const ServedModel*> served = Resolve(request->model());
+  if (!served.ok()) return call->FinishWith(served.status());
+  const ServedModel& model = **served;
+  absl::StatusOr<PreparedEncode> prepared = PrepareEncode(*request, model, limits_);
+  if (!prepared.ok()) return call->FinishWith(prepared.status());
+
+  const int dimension = model.model->transformer->config.d_model;
+  response->set_model(model.name);
+  response->set_dimension(dimension);
+  int64_t input_tokens = 0;
+  for (size_t i = 0; i < prepared->inputs.size(); ++i) {
+    v1::Embedding* embedding = response->add_embeddings();
+    embedding->set_tokens(static_cast<int>(prepared->inputs[i].size()));
+    embedding->set_truncated(prepared->truncated[i]);
+    input_tokens += static_cast<int64_t>(prepared->inputs[i].size());
+  }
+  response->mutable_usage()->set_input_tokens(input_tokens);
+
+  auto job = std::make_shared<EncodeJob>();
+  job->inputs = std::move(prepared->inputs);
+  job->normalize = prepared->normalize;
+  job->deadline = DeadlineOf(context);
+  job->on_done = [call, response, dimension](const absl::Status& status,
+                                             std::vector<float>& embeddings,
+                                             const JobTimes& times) {
+    if (status.ok()) {
+      for (int i = 0; i < response->embeddings_size(); ++i) {
+        auto* values = response->mutable_embeddings(i)->mutable_values();
+        values->Add(embeddings.begin() + static_cast<size_t>(i) * dimension,
+                    embeddings.begin() + static_cast<size_t>(i + 1) * dimension);
+      }
+      SetTimings(times, response->mutable_timings());
+    }
+    call->FinishWith(status);
+  };
+  if (absl::Status s = model.worker->Submit(job); !s.ok()) return call->FinishWith(s);
+  call->OnCancelDo([worker = model.worker.get(), job] { worker->Cancel(*job); });
+  return call;
+}
+
+grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext* context,
+                                                     const v1::ListModelsRequest* request,
+                                                     v1::ListModelsResponse* response) {
+  auto* call = new UnaryCall(this);
+  absl::StatusOr<const ServedModel*> served = Resolve("");
+  if (!served.ok()) return call->FinishWith(served.status());
+  const ModelRegistry* registry = registry_.load();
+  for (const auto& model : registry->models()) {
+    FillModelInfo(*model, model.get() == *served, limits_, response->add_models());
+  }
+  return call->FinishWith(absl::OkStatus());
+}
+
+grpc::ServerUnaryReactor* RosettaService::GetModel(grpc::CallbackServerContext* context,
+                                                   const v1::GetModelRequest* request,
+                                                   v1::ModelInfo* response) {
+  auto* call = new UnaryCall(this);
+  absl::StatusOr<const ServedModel*> served = Resolve(request->name());
+  if (!served.ok()) return call->FinishWith(served.status());
+  FillModelInfo(**served, *served == registry_.load()->Find(""), limits_, response);
+  return call->FinishWith(absl::OkStatus());
+}
+
+}  // namespace rosetta::server

@@ -1,0 +1,70 @@
+// The rosetta.v1.Rosetta gRPC service over the models' engine workers (callback API). Each
+// handler: resolve the model -> validate and tokenize -> submit to the worker -> answer from the
+// worker's callbacks. Deadlines and client cancellation reach the worker, which removes the work
+// from its queue or running batch.
+//
+// Lifecycle: loading (every call UNAVAILABLE) -> serving (after SetRegistry) -> draining (after
+// StartDraining: new calls UNAVAILABLE, calls in flight go on). Thread-safe.
+#ifndef ROSETTA_SERVER_ROSETTA_SERVICE_H_
+#define ROSETTA_SERVER_ROSETTA_SERVICE_H_
+
+#include <atomic>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "grpcpp/grpcpp.h"
+#include "rosetta/v1/rosetta.grpc.pb.h"
+#include "server/daemon_options.h"
+#include "server/model_registry.h"
+
+namespace rosetta::server {
+
+// absl::Status to grpc::Status (the codes are the same numbers); long messages are cut.
+grpc::Status ToGrpcStatus(const absl::Status& status);
+
+class RosettaService final : public v1::Rosetta::CallbackService {
+ public:
+  explicit RosettaService(const RequestLimits& limits) : limits_(limits) {}
+
+  // Starts serving the registry's models. REQUIRES: `registry` outlives every call.
+  void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
+  // New calls get UNAVAILABLE from now on.
+  void StartDraining() { draining_.store(true); }
+  // Waits until no call is in flight or `deadline` passes; true when none is left.
+  bool WaitForCalls(absl::Time deadline);
+  int calls_in_flight() const;
+
+  grpc::ServerUnaryReactor* Translate(grpc::CallbackServerContext* context,
+                                      const v1::TranslateRequest* request,
+                                      v1::TranslateResponse* response) override;
+  grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslateStream(
+      grpc::CallbackServerContext* context, const v1::TranslateRequest* request) override;
+  grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context,
+                                   const v1::EncodeRequest* request,
+                                   v1::EncodeResponse* response) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const v1::ListModelsRequest* request,
+                                       v1::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
+                                     const v1::GetModelRequest* request,
+                                     v1::ModelInfo* response) override;
+
+  // Reactors report their start and end here (drain accounting).
+  void CallStarted();
+  void CallEnded();
+
+ private:
+  // The model a call may use now, or why not (UNAVAILABLE, NOT_FOUND).
+  absl::StatusOr<const ServedModel*> Resolve(const std::string& name) const;
+
+  const RequestLimits limits_;
+  std::atomic<const ModelRegistry*> registry_{nullptr};
+  std::atomic<bool> draining_{false};
+  mutable absl::Mutex calls_mu_;
+  int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;
+};
+
+}  // namespace rosetta::server
+
+#endif  // ROSETTA_SERVER_ROSETTA_SERVICE_H_

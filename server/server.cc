@@ -1,0 +1,90 @@
+#include "server/server.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "grpc/health/v1/health.pb.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "server/log.h"
+
+namespace rosetta::server {
+
+Server::Server(const DaemonOptions& options) : options_(options), service_(options.limits) {}
+
+Server::~Server() {
+  if (!drained_ && server_ != nullptr) Drain();
+}
+
+absl::Status Server::Start() {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  // Reflection describes the health service only when its descriptor is in the pool.
+  grpc::health::v1::HealthCheckRequest::descriptor();
+
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.RegisterService(&service_);
+  builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
+  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  server_ = builder.BuildAndStart();
+  if (server_ == nullptr || port_ == 0) {
+    server_.reset();
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen on ", options_.listen, " (address in use or invalid?)"));
+  }
+  SetServing(false);
+  Log("listening on ", address(), " (loading models; health NOT_SERVING)");
+  return absl::OkStatus();
+}
+
+absl::Status Server::LoadModels() {
+  absl::StatusOr<std::unique_ptr<ModelRegistry>> registry =
+      ModelRegistry::Load(options_, options_.threads);
+  if (!registry.ok()) return registry.status();
+  registry_ = std::move(*registry);
+  service_.SetRegistry(registry_.get());
+  SetServing(true);
+  const RequestLimits& l = options_.limits;
+  Log("limits per request: ", l.max_texts_per_request, " texts, ", l.max_tokens_per_text,
+      " tokens per text, ", l.max_tokens_per_request, " tokens, beam size ", l.max_beam_size,
+      "; per model: ", options_.batching.max_queued_texts, " queued texts, batch token budget ",
+      options_.batching.batch_token_budget, ", encode budget ",
+      options_.batching.encode_token_budget, " tokens / ",
+      absl::ToDoubleMilliseconds(options_.batching.encode_max_wait), " ms");
+  Log("serving on ", address(), " (default model \"", registry_->Find("")->name, "\")");
+  return absl::OkStatus();
+}
+
+void Server::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);  // every service, "" included
+  health->SetServingStatus(kServiceName, serving);
+}
+
+int Server::Drain() {
+  if (drained_ || server_ == nullptr) return 0;
+  drained_ = true;
+  service_.StartDraining();
+  SetServing(false);
+  const int in_flight = service_.calls_in_flight();
+  Log("draining: health NOT_SERVING, new requests get UNAVAILABLE; ", in_flight,
+      " requests in flight, waiting up to ", absl::FormatDuration(options_.drain_timeout));
+  const bool all_done = service_.WaitForCalls(absl::Now() + options_.drain_timeout);
+  const int left = all_done ? 0 : service_.calls_in_flight();
+  if (!all_done) {
+    Log("drain timeout: ending ", left, " requests in flight with UNAVAILABLE");
+  }
+  // Workers end what is left with UNAVAILABLE; then the calls can finish and the server stop.
+  if (registry_ != nullptr) registry_->StopWorkers();
+  server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  Log("stopped");
+  return left;
+}
+
+std::string Server::address() const {
+  const size_t colon = options_.listen.rfind(':');
+  return absl::StrCat(options_.listen.substr(0, colon), ":", port_);
+}
+
+}  // namespace rosetta::server

@@ -1,0 +1,61 @@
+// The daemon without main(): a gRPC server with the Rosetta service, the standard health service
+// and server reflection, over a registry of models. Tests run it in-process.
+//
+//   Server server(options);
+//   RETURN_IF_ERROR(server.Start());       // listening; health NOT_SERVING (loading)
+//   RETURN_IF_ERROR(server.LoadModels());  // health SERVING
+//   ...
+//   server.Drain();                        // health NOT_SERVING; in-flight calls finish
+//
+// Start, LoadModels and Drain are called from one thread, in that order.
+#ifndef ROSETTA_SERVER_SERVER_H_
+#define ROSETTA_SERVER_SERVER_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "grpcpp/grpcpp.h"
+#include "server/daemon_options.h"
+#include "server/model_registry.h"
+#include "server/rosetta_service.h"
+
+namespace rosetta::server {
+
+class Server {
+ public:
+  // The service name the health service reports besides the overall "".
+  static constexpr char kServiceName[] = "rosetta.v1.Rosetta";
+
+  // REQUIRES: options.threads > 0.
+  explicit Server(const DaemonOptions& options);
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+  ~Server();
+
+  absl::Status Start();
+  absl::Status LoadModels();
+  // Stops serving: new calls get UNAVAILABLE at once, calls in flight get up to the drain
+  // timeout to finish; what remains then ends with UNAVAILABLE. Returns the calls that were
+  // still in flight at the timeout.
+  int Drain();
+
+  int port() const { return port_; }
+  // The listening address with the real port ("127.0.0.1:43121").
+  std::string address() const;
+  const ModelRegistry* registry() const { return registry_.get(); }
+
+ private:
+  void SetServing(bool serving);
+
+  const DaemonOptions options_;
+  RosettaService service_;
+  std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<grpc::Server> server_;
+  int port_ = 0;
+  bool drained_ = false;
+};
+
+}  // namespace rosetta::server
+
+#endif  // ROSETTA_SERVER_SERVER_H_
