@@ -162,6 +162,8 @@ def main():
 
     model_dir = args.shared / "models/ctranslate2/v2/aren-transliteration"
     python_client = args.source / "client/python/rosetta_client.py"
+    if not check((model_dir / "model.bin").is_file(), f"the model is at {model_dir}"):
+        return 1
     inputs = make_inputs(arabic_tokens(model_dir / "source_vocabulary.txt"))
     stdin_text = "".join(line + "\n" for line in inputs)
     print(f"{len(inputs)} inputs, e.g. {inputs[1]!r}", flush=True)
