@@ -86,7 +86,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const DaemonO
         transformer.source_vocab_size(), "/", transformer.target_vocab_size(), "; ",
         batching.continuous ? "continuous" : "static", " batching, ", threads, " threads, up to ",
         served->worker->max_beams(), " beams of ", served->max_decoding_length,
-        " tokens, KV cache ", stats.cache_bytes_capacity >> 20, " MiB");
+        " tokens, KV cache ", absl::StrFormat("%.1f", stats.cache_bytes_capacity / 1048576.0),
+        " MiB");
     registry->models_.push_back(std::move(served));
   }
   if (registry->models_.empty()) return absl::InvalidArgumentError("no model to serve");

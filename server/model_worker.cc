@@ -52,6 +52,7 @@ ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> model,
   const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options);
   max_beams_ = std::min(batch_options.max_beams,
                         batch_options.cache_pages / PagesPerBeam(options.max_decoding_length));
+  total_pages_ = batch_options.cache_pages;
   encode_workspace_.set_pool(batch_.pool());
   stats_.cache_bytes_capacity = batch_options.cache_pages * CachePageBytes(*model_);
   thread_ = std::thread([this] { Run(); });
@@ -59,8 +60,22 @@ ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> model,
 
 ModelWorker::~ModelWorker() { Stop(); }
 
+absl::Status ModelWorker::CheckFits(const DecodingOptions& options) const {
+  const int pages = batch_.PagesFor(options);
+  if (options.beam_size > options_.max_running_sequences || pages > total_pages_) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("options: beam_size ", options.beam_size, " with max_length ",
+                     options.max_length, " needs ", options.beam_size, " beams and ", pages,
+                     " cache pages; this model runs at most ", options_.max_running_sequences,
+                     " beams and ", total_pages_, " pages (max_running_sequences, kv_cache_mb)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelWorker::Submit(std::shared_ptr<TranslationJob> job) {
   const int texts = static_cast<int>(job->sources.size());
+  // A job that could never be admitted would wait forever.
+  if (absl::Status s = CheckFits(job->options); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   if (queued_texts_ + texts > options_.max_queued_texts) {

@@ -121,10 +121,15 @@ class ModelWorker {
   ~ModelWorker();
 
   // Queues a job. Fails at once, without calling on_done, with RESOURCE_EXHAUSTED when the queue
-  // cannot take its texts or UNAVAILABLE when the worker is stopping. Sets job->times.arrival.
+  // cannot take its texts, INVALID_ARGUMENT when its options could never fit in the running
+  // batch (see CheckFits) or UNAVAILABLE when the worker is stopping. Sets job->times.arrival.
   // REQUIRES: at least one input; options within the worker's limits.
   absl::Status Submit(std::shared_ptr<TranslationJob> job);
   absl::Status Submit(std::shared_ptr<EncodeJob> job);
+
+  // Whether a sentence with these options can ever run here: its beams and its cache pages at
+  // most what the whole batch holds.
+  absl::Status CheckFits(const DecodingOptions& options) const;
 
   // Asks the worker to end the job with CANCELLED (removed from the queue or the running batch,
   // its memory freed) unless it ends first.
@@ -170,6 +175,7 @@ class ModelWorker {
   const std::shared_ptr<const TransformerModel> model_;
   const BatchingOptions options_;
   int max_beams_ = 0;
+  int total_pages_ = 0;
 
   // Worker thread only.
   DecodingBatch batch_;

@@ -47,11 +47,46 @@ class CancelHook {
   std::function<void()> action_ ABSL_GUARDED_BY(mu_);
 };
 
+// Parses a request from its wire bytes; false when they are not a valid message.
+bool ParseRequest(const grpc::ByteBuffer& bytes, google::protobuf::Message* message) {
+  std::vector<grpc::Slice> slices;
+  if (!bytes.Dump(&slices).ok()) return false;
+  std::string data;
+  for (const grpc::Slice& slice : slices) {
+    data.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return message->ParseFromString(data);
+}
+
+grpc::ByteBuffer Serialize(const google::protobuf::Message& message) {
+  std::string data;
+  message.SerializeToString(&data);
+  grpc::Slice slice(data);
+  return grpc::ByteBuffer(&slice, 1);
+}
+
+absl::Status Malformed(const google::protobuf::Message& message) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "malformed request: the bytes are not a valid ", message.GetDescriptor()->full_name(),
+      " (truncated, wrong field types, or a string field that is not UTF-8)"));
+}
+
+// A unary call: owns its request and response messages; the service parses and serializes them
+// itself (raw methods) so that a malformed request gets INVALID_ARGUMENT with a message.
+template <typename Request, typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  explicit UnaryCall(RosettaService* service) : service_(service) { service_->CallStarted(); }
+  UnaryCall(RosettaService* service, grpc::ByteBuffer* raw_response)
+      : service_(service), raw_response_(raw_response) {
+    service_->CallStarted();
+  }
+
+  bool Parse(const grpc::ByteBuffer& bytes) { return ParseRequest(bytes, &request_); }
+  const Request& request() const { return request_; }
+  Response* response() { return &response_; }
 
   UnaryCall* FinishWith(const absl::Status& status) {
+    if (status.ok()) *raw_response_ = Serialize(response_);
     Finish(ToGrpcStatus(status));
     return this;
   }
@@ -65,22 +100,29 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
  private:
   RosettaService* const service_;
+  grpc::ByteBuffer* const raw_response_;
+  Request request_;
+  Response response_;
   CancelHook cancel_;
 };
 
 // Writes messages one at a time in the order given, then finishes with the status given to
 // Close(). Messages queued while a write is in progress wait for it. gRPC is called outside the
 // lock: Finish may end in OnDone, which deletes this.
-class StreamCall final : public grpc::ServerWriteReactor<v1::TranslateStreamResponse> {
+class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit StreamCall(RosettaService* service) : service_(service) { service_->CallStarted(); }
 
-  void Send(v1::TranslateStreamResponse message) {
-    v1::TranslateStreamResponse* start = nullptr;
+  bool Parse(const grpc::ByteBuffer& bytes) { return ParseRequest(bytes, &request_); }
+  const v1::TranslateRequest& request() const { return request_; }
+
+  void Send(const v1::TranslateStreamResponse& message) {
+    grpc::ByteBuffer bytes = Serialize(message);
+    grpc::ByteBuffer* start = nullptr;
     {
       absl::MutexLock lock(&mu_);
       if (broken_ || closed_) return;
-      queue_.push_back(std::move(message));
+      queue_.push_back(std::move(bytes));
       if (!writing_) {
         writing_ = true;
         start = &queue_.front();
@@ -108,7 +150,7 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::TranslateStreamResp
   void OnCancelDo(std::function<void()> action) { cancel_.Set(std::move(action)); }
 
   void OnWriteDone(bool ok) override {
-    v1::TranslateStreamResponse* next = nullptr;
+    grpc::ByteBuffer* next = nullptr;
     bool finish = false;
     grpc::Status final_status;
     {
@@ -143,7 +185,8 @@ class StreamCall final : public grpc::ServerWriteReactor<v1::TranslateStreamResp
   RosettaService* const service_;
   CancelHook cancel_;
   absl::Mutex mu_;
-  std::deque<v1::TranslateStreamResponse> queue_ ABSL_GUARDED_BY(mu_);
+  v1::TranslateRequest request_;
+  std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -205,9 +248,12 @@ absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& na
 }
 
 grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext* context,
-                                                    const v1::TranslateRequest* request,
-                                                    v1::TranslateResponse* response) {
-  auto* call = new UnaryCall(this);
+                                                    const grpc::ByteBuffer* raw_request,
+                                                    grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::TranslateRequest, v1::TranslateResponse>(this, raw_response);
+  if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
+  const v1::TranslateRequest* request = &call->request();
+  v1::TranslateResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
@@ -243,9 +289,11 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
   return call;
 }
 
-grpc::ServerWriteReactor<v1::TranslateStreamResponse>* RosettaService::TranslateStream(
-    grpc::CallbackServerContext* context, const v1::TranslateRequest* request) {
+grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
+    grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request) {
   auto* call = new StreamCall(this);
+  if (!call->Parse(*raw_request)) return call->CloseWith(Malformed(call->request()));
+  const v1::TranslateRequest* request = &call->request();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->CloseWith(served.status());
   const ServedModel& model = **served;
@@ -306,9 +354,12 @@ grpc::ServerWriteReactor<v1::TranslateStreamResponse>* RosettaService::Translate
 }
 
 grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* context,
-                                                 const v1::EncodeRequest* request,
-                                                 v1::EncodeResponse* response) {
-  auto* call = new UnaryCall(this);
+                                                 const grpc::ByteBuffer* raw_request,
+                                                 grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::EncodeRequest, v1::EncodeResponse>(this, raw_response);
+  if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
+  const v1::EncodeRequest* request = &call->request();
+  v1::EncodeResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
@@ -350,9 +401,11 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
 }
 
 grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext* context,
-                                                     const v1::ListModelsRequest* request,
-                                                     v1::ListModelsResponse* response) {
-  auto* call = new UnaryCall(this);
+                                                     const grpc::ByteBuffer* raw_request,
+                                                     grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::ListModelsRequest, v1::ListModelsResponse>(this, raw_response);
+  if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
+  v1::ListModelsResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve("");
   if (!served.ok()) return call->FinishWith(served.status());
   const ModelRegistry* registry = registry_.load();
@@ -363,9 +416,12 @@ grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext
 }
 
 grpc::ServerUnaryReactor* RosettaService::GetModel(grpc::CallbackServerContext* context,
-                                                   const v1::GetModelRequest* request,
-                                                   v1::ModelInfo* response) {
-  auto* call = new UnaryCall(this);
+                                                   const grpc::ByteBuffer* raw_request,
+                                                   grpc::ByteBuffer* raw_response) {
+  auto* call = new UnaryCall<v1::GetModelRequest, v1::ModelInfo>(this, raw_response);
+  if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
+  const v1::GetModelRequest* request = &call->request();
+  v1::ModelInfo* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->name());
   if (!served.ok()) return call->FinishWith(served.status());
   FillModelInfo(**served, *served == registry_.load()->Find(""), limits_, response);

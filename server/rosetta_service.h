@@ -23,7 +23,15 @@ namespace rosetta::server {
 // absl::Status to grpc::Status (the codes are the same numbers); long messages are cut.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class RosettaService final : public v1::Rosetta::CallbackService {
+// The methods are "raw" (wire bytes in and out) so that the service parses requests itself: a
+// malformed message then gets INVALID_ARGUMENT with a message instead of gRPC's bare
+// UNIMPLEMENTED. Reflection still describes the typed methods.
+using RawRosettaService =
+    v1::Rosetta::WithRawCallbackMethod_Translate<v1::Rosetta::WithRawCallbackMethod_TranslateStream<
+        v1::Rosetta::WithRawCallbackMethod_Encode<v1::Rosetta::WithRawCallbackMethod_ListModels<
+            v1::Rosetta::WithRawCallbackMethod_GetModel<v1::Rosetta::Service>>>>>;
+
+class RosettaService final : public RawRosettaService {
  public:
   explicit RosettaService(const RequestLimits& limits) : limits_(limits) {}
 
@@ -36,19 +44,19 @@ class RosettaService final : public v1::Rosetta::CallbackService {
   int calls_in_flight() const;
 
   grpc::ServerUnaryReactor* Translate(grpc::CallbackServerContext* context,
-                                      const v1::TranslateRequest* request,
-                                      v1::TranslateResponse* response) override;
-  grpc::ServerWriteReactor<v1::TranslateStreamResponse>* TranslateStream(
-      grpc::CallbackServerContext* context, const v1::TranslateRequest* request) override;
+                                      const grpc::ByteBuffer* request,
+                                      grpc::ByteBuffer* response) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* TranslateStream(
+      grpc::CallbackServerContext* context, const grpc::ByteBuffer* request) override;
   grpc::ServerUnaryReactor* Encode(grpc::CallbackServerContext* context,
-                                   const v1::EncodeRequest* request,
-                                   v1::EncodeResponse* response) override;
+                                   const grpc::ByteBuffer* request,
+                                   grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
-                                       const v1::ListModelsRequest* request,
-                                       v1::ListModelsResponse* response) override;
+                                       const grpc::ByteBuffer* request,
+                                       grpc::ByteBuffer* response) override;
   grpc::ServerUnaryReactor* GetModel(grpc::CallbackServerContext* context,
-                                     const v1::GetModelRequest* request,
-                                     v1::ModelInfo* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* response) override;
 
   // Reactors report their start and end here (drain accounting).
   void CallStarted();

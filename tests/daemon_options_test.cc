@@ -1,0 +1,86 @@
+// rosettad's flags and config file, and the CPU count it defaults its threads to.
+#include "server/daemon_options.h"
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "server/cpu_count.h"
+#include "tests/test_util.h"
+
+namespace rosetta::server {
+namespace {
+
+using ::testing::HasSubstr;
+
+absl::StatusOr<DaemonOptions> Parse(std::vector<const char*> args) {
+  args.insert(args.begin(), "rosettad");
+  return ParseDaemonOptions(static_cast<int>(args.size()), args.data());
+}
+
+TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
+  auto options = Parse({"--model", "en-de=/m/opus", "--model=/models/aren/", "--listen=127.0.0.1:0",
+                        "--threads", "3", "--batching", "static", "--max_queued_texts=7",
+                        "--kv_cache_mb", "64", "--encode_max_wait_ms", "5", "--drain_timeout",
+                        "2.5", "--max_tokens_per_text", "100"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  ASSERT_EQ(options->models.size(), 2u);
+  EXPECT_EQ(options->models[0].name, "en-de");
+  EXPECT_EQ(options->models[0].path, "/m/opus");
+  EXPECT_EQ(options->models[1].name, "aren");  // named after its directory
+  EXPECT_EQ(options->listen, "127.0.0.1:0");
+  EXPECT_EQ(options->threads, 3);
+  EXPECT_FALSE(options->batching.continuous);
+  EXPECT_EQ(options->batching.max_queued_texts, 7);
+  EXPECT_EQ(options->batching.kv_cache_bytes, 64 << 20);
+  EXPECT_EQ(options->batching.encode_max_wait, absl::Milliseconds(5));
+  EXPECT_EQ(options->drain_timeout, absl::Milliseconds(2500));
+  EXPECT_EQ(options->limits.max_tokens_per_text, 100);
+}
+
+TEST(DaemonOptionsTest, ReadsAConfigFileThatLaterFlagsOverride) {
+  const std::string dir = testing::MakeTempDir("daemon_options");
+  testing::WriteFile(dir + "/rosettad.conf",
+                     "# served models\nmodel = a=/models/a\n--threads=4\nmax_beam_size = 8\n");
+  auto options = Parse({"--config", (dir + "/rosettad.conf").c_str(), "--threads", "2"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->models.at(0).name, "a");
+  EXPECT_EQ(options->threads, 2);
+  EXPECT_EQ(options->limits.max_beam_size, 8);
+
+  testing::WriteFile(dir + "/bad.conf", "model = a=/x\nthreads four\n");
+  auto bad = Parse({"--config", (dir + "/bad.conf").c_str()});
+  EXPECT_THAT(bad.status().message(), HasSubstr("bad.conf:2: expected `name = value`"));
+  EXPECT_TRUE(absl::IsNotFound(Parse({"--config", "/nonexistent.conf"}).status()));
+}
+
+TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
+  EXPECT_THAT(Parse({"--model", "a=/x", "--threads", "-1"}).status().message(),
+              HasSubstr("--threads: \"-1\" is not an integer >= 0"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--batching", "dynamic"}).status().message(),
+              HasSubstr("continuous or static"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--colour", "red"}).status().message(),
+              HasSubstr("unknown flag --colour"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--listen", "nowhere"}).status().message(),
+              HasSubstr("host:port"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--max_beam_size", "32"}).status().message(),
+              HasSubstr("at most 16"));
+  EXPECT_THAT(Parse({"--threads", "2"}).status().message(), HasSubstr("no model to serve"));
+  EXPECT_THAT(Parse({"--model"}).status().message(), HasSubstr("needs a value"));
+  EXPECT_THAT(Parse({"stray"}).status().message(), HasSubstr("unexpected argument"));
+  auto help = Parse({"--help"});
+  EXPECT_TRUE(absl::IsNotFound(help.status()));
+  EXPECT_THAT(help.status().message(), HasSubstr("--max_running_sequences"));
+}
+
+TEST(CpuCountTest, ReadsCgroupQuotas) {
+  EXPECT_EQ(CpusFromCgroupV2("max 100000\n"), std::nullopt);
+  EXPECT_EQ(CpusFromCgroupV2("200000 100000\n"), 2);
+  EXPECT_EQ(CpusFromCgroupV2("150000 100000"), 2);  // 1.5 CPUs: round up
+  EXPECT_EQ(CpusFromCgroupV2("50000 100000"), 1);
+  EXPECT_EQ(CpusFromCgroupV2("garbage"), std::nullopt);
+  EXPECT_EQ(CpusFromCgroupV1("-1\n", "100000\n"), std::nullopt);
+  EXPECT_EQ(CpusFromCgroupV1("400000\n", "100000\n"), 4);
+  EXPECT_GE(AvailableCpus(), 1);
+}
+
+}  // namespace
+}  // namespace rosetta::server

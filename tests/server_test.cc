@@ -1,0 +1,651 @@
+// rosettad in-process, called by real gRPC clients over loopback: results equal the engine's,
+// concurrency and batching, continuous vs static ordering, deadlines, cancellation, a full queue,
+// bad input of every kind (malformed wire bytes included), health and drain.
+#include "server/server.h"
+
+#include <atomic>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "engine/model_loader.h"
+#include "gmock/gmock.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "grpcpp/generic/generic_stub.h"
+#include "gtest/gtest.h"
+#include "rosetta/v1/rosetta.grpc.pb.h"
+#include "tests/test_util.h"
+
+namespace rosetta::server {
+namespace {
+
+using ::grpc::health::v1::HealthCheckRequest;
+using ::grpc::health::v1::HealthCheckResponse;
+using ::testing::HasSubstr;
+
+// Arabic letters of the aren-transliteration source vocabulary, one token each.
+const std::vector<std::string>& Letters() {
+  static const auto* letters = new std::vector<std::string>{
+      "ا", "ب", "ت", "ث", "ج", "ح", "خ", "د", "ذ", "ر", "ز", "س", "ش", "ص",
+      "ض", "ط", "ظ", "ع", "غ", "ف", "ق", "ك", "ل", "م", "ن", "ه", "و", "ي"};
+  return *letters;
+}
+
+std::vector<std::string> RandomTexts(int count, int max_tokens, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> length(1, max_tokens);
+  std::uniform_int_distribution<int> letter(0, static_cast<int>(Letters().size()) - 1);
+  std::vector<std::string> texts;
+  for (int i = 0; i < count; ++i) {
+    std::vector<std::string> tokens(length(rng));
+    for (auto& t : tokens) t = Letters()[letter(rng)];
+    texts.push_back(absl::StrJoin(tokens, " "));
+  }
+  return texts;
+}
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    auto model = LoadTranslationModel(testing::ArenModel("v2/aren-transliteration"));
+    ASSERT_TRUE(model.ok()) << model.status();
+    engine_model_ = std::move(*model).release();
+  }
+  static void TearDownTestSuite() {
+    delete engine_model_;
+    engine_model_ = nullptr;
+  }
+
+  DaemonOptions Options() {
+    DaemonOptions options;
+    options.listen = "127.0.0.1:0";
+    options.models = {{"aren", testing::ArenModel("v2/aren-transliteration")},
+                      {"aren-i8", testing::ArenModel("v2/aren-transliteration-i8")}};
+    options.threads = 2;
+    options.drain_timeout = absl::Seconds(20);
+    return options;
+  }
+
+  void StartServer(const DaemonOptions& options, bool load = true) {
+    server_ = std::make_unique<Server>(options);
+    ASSERT_TRUE(server_->Start().ok());
+    channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    stub_ = v1::Rosetta::NewStub(channel_);
+    health_ = grpc::health::v1::Health::NewStub(channel_);
+    if (load) ASSERT_TRUE(server_->LoadModels().ok());
+  }
+
+  void TearDown() override {
+    if (server_ != nullptr) server_->Drain();
+  }
+
+  // The engine alone: what the server must answer.
+  static std::string EngineTranslation(const std::string& text, const DecodingOptions& options,
+                                       float* score = nullptr) {
+    auto ids = engine_model_->EncodeText(text);
+    EXPECT_TRUE(ids.ok()) << ids.status();
+    auto result = TranslateBatch(engine_model_->transformer, {*ids}, options);
+    EXPECT_TRUE(result.ok()) << result.status();
+    if (score != nullptr) *score = (*result)[0][0].score;
+    return engine_model_->DecodeText((*result)[0][0].tokens);
+  }
+
+  grpc::Status Translate(const v1::TranslateRequest& request, v1::TranslateResponse* response,
+                         absl::Duration timeout = absl::Seconds(60)) {
+    grpc::ClientContext context;
+    context.set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    return stub_->Translate(&context, request, response);
+  }
+
+  HealthCheckResponse::ServingStatus Health(const std::string& service) {
+    grpc::ClientContext context;
+    HealthCheckRequest request;
+    request.set_service(service);
+    HealthCheckResponse response;
+    grpc::Status status = health_->Check(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.status();
+  }
+
+  v1::ModelStats Stats(const std::string& model = "aren") {
+    grpc::ClientContext context;
+    v1::GetModelRequest request;
+    request.set_name(model);
+    v1::ModelInfo info;
+    EXPECT_TRUE(stub_->GetModel(&context, request, &info).ok());
+    return info.stats();
+  }
+
+  // A request that decodes for 250 steps (min_length = max_length).
+  static v1::TranslateRequest LongRequest(const std::string& text = "ب ت ث") {
+    v1::TranslateRequest request;
+    request.add_texts(text);
+    request.mutable_options()->set_beam_size(1);
+    request.mutable_options()->set_min_length(250);
+    request.mutable_options()->set_max_length(250);
+    return request;
+  }
+
+  static TranslationModel* engine_model_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::Rosetta::Stub> stub_;
+  std::unique_ptr<grpc::health::v1::Health::Stub> health_;
+};
+
+TranslationModel* ServerTest::engine_model_ = nullptr;
+
+TEST_F(ServerTest, TranslatesLikeTheEngine) {
+  StartServer(Options());
+  const std::vector<std::string> texts = RandomTexts(10, 20, 1);
+  for (int beam : {1, 2, 4}) {
+    v1::TranslateRequest request;
+    for (const auto& t : texts) request.add_texts(t);
+    request.mutable_options()->set_beam_size(beam);
+    request.mutable_options()->set_return_scores(true);
+    request.mutable_options()->set_return_tokens(true);
+    v1::TranslateResponse response;
+    grpc::Status status = Translate(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.translations_size(), static_cast<int>(texts.size()));
+    EXPECT_EQ(response.model(), "aren");
+    DecodingOptions options = engine_model_->default_options;
+    options.beam_size = beam;
+    for (size_t i = 0; i < texts.size(); ++i) {
+      float score = 0;
+      const std::string expected = EngineTranslation(texts[i], options, &score);
+      const v1::Hypothesis& h = response.translations(i).hypotheses(0);
+      EXPECT_EQ(h.text(), expected) << "beam " << beam << " input " << i;
+      EXPECT_NEAR(h.score(), score, 1e-5);
+      EXPECT_EQ(absl::StrJoin(h.tokens(), " "), expected);
+      EXPECT_EQ(response.translations(i).input_tokens(),
+                static_cast<int>(engine_model_->EncodeText(texts[i])->size()));
+    }
+    EXPECT_GT(response.usage().output_tokens(), 0);
+    EXPECT_GE(response.timings().inference_seconds(), 0);
+  }
+  // The published expectation of the model, and pre-tokenized input.
+  v1::TranslateRequest request;
+  auto* tokens = request.add_tokenized();
+  for (const char* t : {"آ", "ت", "ز", "م", "و", "ن"}) tokens->add_tokens(t);
+  v1::TranslateResponse response;
+  ASSERT_TRUE(Translate(request, &response).ok());
+  EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
+  EXPECT_EQ(response.translations(0).hypotheses(0).tokens_size(), 0);  // not asked for
+}
+
+TEST_F(ServerTest, SixtyFourConcurrentClientsGetTheirOwnResults) {
+  StartServer(Options());
+  constexpr int kClients = 64;
+  const std::vector<std::string> texts = RandomTexts(kClients, 30, 2);
+  std::vector<std::string> answers(kClients);
+  std::vector<grpc::Status> statuses(kClients);
+  std::atomic<int> ready{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      v1::TranslateRequest request;
+      request.add_texts(texts[c]);
+      request.mutable_options()->set_beam_size(1 + c % 3);
+      ++ready;
+      while (ready.load() < kClients) std::this_thread::yield();
+      v1::TranslateResponse response;
+      statuses[c] = Translate(request, &response);
+      if (statuses[c].ok()) answers[c] = response.translations(0).hypotheses(0).text();
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int c = 0; c < kClients; ++c) {
+    ASSERT_TRUE(statuses[c].ok()) << statuses[c].error_message();
+    DecodingOptions options = engine_model_->default_options;
+    options.beam_size = 1 + c % 3;
+    EXPECT_EQ(answers[c], EngineTranslation(texts[c], options)) << "client " << c;
+  }
+  const v1::ModelStats stats = Stats();
+  EXPECT_EQ(stats.sentences(), kClients);
+  EXPECT_GT(stats.max_batch_sequences(), 1) << "the clients were never batched together";
+}
+
+// While a long translation decodes, a short one sent later finishes first (continuous), and
+// only after it with static batching.
+TEST_F(ServerTest, ShortRequestOvertakesLongOneWithContinuousBatching) {
+  for (bool continuous : {true, false}) {
+    SCOPED_TRACE(continuous ? "continuous" : "static");
+    DaemonOptions options = Options();
+    options.batching.continuous = continuous;
+    StartServer(options);
+    std::atomic<int> order{0};
+    int long_rank = 0, short_rank = 0;
+    std::thread long_client([&] {
+      v1::TranslateResponse response;
+      grpc::Status status = Translate(LongRequest(), &response);
+      long_rank = ++order;
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      EXPECT_EQ(response.translations(0).output_tokens(), 250);
+    });
+    while (Stats().decoding_steps() < 5) absl::SleepFor(absl::Milliseconds(1));
+    v1::TranslateRequest short_request;
+    short_request.add_texts("ز م");
+    short_request.mutable_options()->set_beam_size(1);
+    v1::TranslateResponse response;
+    ASSERT_TRUE(Translate(short_request, &response).ok());
+    short_rank = ++order;
+    long_client.join();
+    if (continuous) {
+      EXPECT_LT(short_rank, long_rank);
+    } else {
+      EXPECT_GT(short_rank, long_rank);
+    }
+    server_->Drain();
+    server_.reset();
+  }
+}
+
+TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
+  StartServer(Options());
+  // Deadline: 250 steps do not fit in 20 ms... unless the machine is very fast; then the
+  // request is simply OK, which is not what this test is about, so use more work.
+  v1::TranslateRequest slow = LongRequest();
+  for (int i = 0; i < 7; ++i) slow.add_texts(RandomTexts(1, 20, 10 + i)[0]);
+  slow.mutable_options()->set_beam_size(4);
+  v1::TranslateResponse response;
+  grpc::Status status = Translate(slow, &response, absl::Milliseconds(20));
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
+
+  // Cancellation by the client while the request decodes.
+  grpc::ClientContext context;
+  std::promise<grpc::Status> done;
+  v1::TranslateResponse cancelled_response;
+  stub_->async()->Translate(&context, &slow, &cancelled_response,
+                            [&done](grpc::Status s) { done.set_value(s); });
+  while (Stats().running_sequences() == 0) absl::SleepFor(absl::Milliseconds(1));
+  context.TryCancel();
+  EXPECT_EQ(done.get_future().get().error_code(), grpc::StatusCode::CANCELLED);
+
+  // The worker let go of both: nothing runs, nothing waits, and it serves on.
+  for (int i = 0; i < 200 && (Stats().running_sequences() > 0 ||
+                              Stats().cancelled() + Stats().deadline_exceeded() < 2);
+       ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  const v1::ModelStats stats = Stats();
+  EXPECT_EQ(stats.running_sequences(), 0);
+  EXPECT_EQ(stats.queued_texts(), 0);
+  EXPECT_GE(stats.cancelled() + stats.deadline_exceeded(), 2);
+  v1::TranslateRequest quick;
+  quick.add_texts("آ ت ز م و ن");
+  ASSERT_TRUE(Translate(quick, &response).ok());
+  EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
+}
+
+TEST_F(ServerTest, FullQueueAnswersResourceExhausted) {
+  DaemonOptions options = Options();
+  options.batching.max_queued_texts = 2;
+  options.batching.max_running_sequences = 1;
+  StartServer(options);
+  std::thread long_client([&] {
+    v1::TranslateResponse response;
+    EXPECT_TRUE(Translate(LongRequest(), &response).ok());
+  });
+  while (Stats().running_sequences() == 0) absl::SleepFor(absl::Milliseconds(1));
+  // Two texts wait (the queue's limit); a third does not fit.
+  v1::TranslateRequest waiting = LongRequest();
+  waiting.add_texts("ج ح");
+  std::thread waiting_client([&] {
+    v1::TranslateResponse response;
+    EXPECT_TRUE(Translate(waiting, &response).ok());
+  });
+  while (Stats().queued_texts() < 2) absl::SleepFor(absl::Milliseconds(1));
+  v1::TranslateRequest extra;
+  extra.add_texts("خ د");
+  extra.mutable_options()->set_beam_size(1);
+  v1::TranslateResponse response;
+  grpc::Status status = Translate(extra, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(status.error_message(), HasSubstr("queue is full"));
+  long_client.join();
+  waiting_client.join();
+  EXPECT_EQ(Stats().rejected_queue_full(), 1);
+  ASSERT_TRUE(Translate(extra, &response).ok());  // served once there is room
+  // Options that could never fit this batch are refused instead of waiting forever.
+  extra.mutable_options()->set_beam_size(2);
+  status = Translate(extra, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("at most 1 beams"));
+}
+
+TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
+  DaemonOptions options = Options();
+  options.limits.max_texts_per_request = 4;
+  options.limits.max_tokens_per_request = 20;
+  options.limits.max_tokens_per_text = 8;
+  StartServer(options);
+  // A long request runs throughout and must come back intact.
+  std::promise<std::string> bystander;
+  std::thread bystander_client([&] {
+    v1::TranslateRequest request = LongRequest("آ ت ز م و ن");
+    request.mutable_options()->set_min_length(0);
+    request.mutable_options()->set_max_length(250);
+    v1::TranslateResponse response;
+    grpc::Status status = Translate(request, &response);
+    bystander.set_value(status.ok() ? response.translations(0).hypotheses(0).text()
+                                    : status.error_message());
+  });
+
+  struct Case {
+    std::string name;
+    std::function<void(v1::TranslateRequest&)> make;
+    grpc::StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"no inputs", [](auto& r) {}, grpc::StatusCode::INVALID_ARGUMENT, "no inputs"},
+      {"empty text", [](auto& r) { r.add_texts(""); }, grpc::StatusCode::INVALID_ARGUMENT,
+       "texts[0] is empty"},
+      {"whitespace text",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.add_texts("  \t");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "texts[1] is empty"},
+      // Protobuf itself refuses a proto3 string that is not UTF-8 while parsing.
+      {"invalid UTF-8", [](auto& r) { r.add_texts(std::string("ب \xC3\x28", 5)); },
+       grpc::StatusCode::INVALID_ARGUMENT, "not UTF-8"},
+      {"too many texts",
+       [](auto& r) {
+         for (int i = 0; i < 5; ++i) r.add_texts("ب");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "texts has 5 inputs; the limit is 4 (max_texts_per_request)"},
+      {"text too long", [](auto& r) { r.add_texts("ب ت ث ج ح خ د ذ ر"); },
+       grpc::StatusCode::INVALID_ARGUMENT,
+       "texts[0] has 9 tokens; the limit is 8 (max_tokens_per_text)"},
+      {"text far too long", [](auto& r) { r.add_texts(std::string(10000, 'x')); },
+       grpc::StatusCode::INVALID_ARGUMENT, "texts[0] is 10000 bytes"},
+      {"request too long",
+       [](auto& r) {
+         for (int i = 0; i < 3; ++i) r.add_texts("ب ت ث ج ح خ د");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "max_tokens_per_request"},
+      {"both kinds of input",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.add_tokenized()->add_tokens("ب");
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "texts and tokenized are both set"},
+      {"empty token", [](auto& r) { r.add_tokenized()->add_tokens(""); },
+       grpc::StatusCode::INVALID_ARGUMENT, "tokenized[0].tokens[0] is empty"},
+      {"unknown model",
+       [](auto& r) {
+         r.set_model("nope");
+         r.add_texts("ب");
+       },
+       grpc::StatusCode::NOT_FOUND, "model \"nope\" is not loaded; loaded: aren, aren-i8"},
+      {"beam 0",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_beam_size(0);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.beam_size must be between 1 and 16, got 0"},
+      {"beam 17",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_beam_size(17);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.beam_size is 17; the limit is 16"},
+      {"hypotheses > beam",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_beam_size(2);
+         r.mutable_options()->set_num_hypotheses(3);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.num_hypotheses"},
+      {"max_length 0",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_max_length(0);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.max_length must be between 1 and 256"},
+      {"max_length huge",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_max_length(100000);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.max_length"},
+      {"min > max",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_max_length(5);
+         r.mutable_options()->set_min_length(6);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.min_length"},
+      {"negative length penalty",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_length_penalty(-1);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.length_penalty"},
+      {"NaN length penalty",
+       [](auto& r) {
+         r.add_texts("ب");
+         r.mutable_options()->set_length_penalty(NAN);
+       },
+       grpc::StatusCode::INVALID_ARGUMENT, "options.length_penalty"},
+  };
+  for (const Case& c : cases) {
+    v1::TranslateRequest request;
+    c.make(request);
+    v1::TranslateResponse response;
+    grpc::Status status = Translate(request, &response);
+    EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
+  }
+  // Unknown tokens map to the model's <unk>: translated, not refused.
+  v1::TranslateRequest unknown;
+  unknown.add_texts("ب qqq ت");
+  v1::TranslateResponse response;
+  EXPECT_TRUE(Translate(unknown, &response).ok());
+
+  // Encode: too long without truncation, cut with it.
+  {
+    v1::EncodeRequest request;
+    request.add_texts("ب ت ث ج ح خ د ذ ر ز");
+    v1::EncodeResponse encoded;
+    grpc::ClientContext context;
+    grpc::Status status = stub_->Encode(&context, request, &encoded);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_THAT(status.error_message(), HasSubstr("set truncate"));
+    request.set_truncate(true);
+    grpc::ClientContext context2;
+    ASSERT_TRUE(stub_->Encode(&context2, request, &encoded).ok());
+    EXPECT_TRUE(encoded.embeddings(0).truncated());
+    EXPECT_EQ(encoded.embeddings(0).tokens(), 8);
+    EXPECT_EQ(encoded.embeddings(0).values_size(), 32);
+  }
+
+  // Malformed and truncated protobuf on the wire, through the generic stub.
+  grpc::GenericStub generic(channel_);
+  v1::TranslateRequest valid;
+  valid.add_texts("ب ت");
+  std::string bytes;
+  valid.SerializeToString(&bytes);
+  const std::vector<std::string> wire = {bytes.substr(0, bytes.size() - 2), "\xff\xff\xff\xff",
+                                         std::string("\x12\x80\x80\x80\x80\x10", 6)};
+  for (const std::string& payload : wire) {
+    grpc::ClientContext context;
+    grpc::Slice slice(payload);
+    grpc::ByteBuffer request(&slice, 1);
+    grpc::ByteBuffer reply;
+    std::promise<grpc::Status> done;
+    generic.UnaryCall(&context, "/rosetta.v1.Rosetta/Translate", grpc::StubOptions(), &request,
+                      &reply, [&done](grpc::Status s) { done.set_value(s); });
+    grpc::Status status = done.get_future().get();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_THAT(
+        status.error_message(),
+        HasSubstr("malformed request: the bytes are not a valid rosetta.v1.TranslateRequest"));
+  }
+
+  EXPECT_EQ(bystander.get_future().get(), "a t z m o n");
+  bystander_client.join();
+  ASSERT_TRUE(Translate(valid, &response).ok());
+}
+
+TEST_F(ServerTest, StreamsResultsAndTokens) {
+  StartServer(Options());
+  v1::TranslateRequest request;
+  request.add_texts("آ ت ز م و ن");
+  request.mutable_options()->set_beam_size(1);
+  grpc::ClientContext context;
+  auto reader = stub_->TranslateStream(&context, request);
+  v1::TranslateStreamResponse message;
+  std::vector<std::string> partial_tokens;
+  std::string final_text;
+  bool saw_usage = false;
+  while (reader->Read(&message)) {
+    if (message.has_partial()) {
+      for (const auto& t : message.partial().new_tokens()) partial_tokens.push_back(t);
+      EXPECT_EQ(message.partial().text(), absl::StrJoin(partial_tokens, " "));
+    } else if (message.has_translation()) {
+      EXPECT_EQ(message.index(), 0);
+      final_text = message.translation().hypotheses(0).text();
+    } else {
+      saw_usage = message.usage().output_tokens() > 0;
+    }
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(final_text, "a t z m o n");
+  EXPECT_EQ(absl::StrJoin(partial_tokens, " "), "a t z m o n");
+  EXPECT_TRUE(saw_usage);
+
+  // Several inputs: each comes once, with its index.
+  v1::TranslateRequest many;
+  const auto texts = RandomTexts(6, 15, 4);
+  for (const auto& t : texts) many.add_texts(t);
+  grpc::ClientContext context2;
+  auto reader2 = stub_->TranslateStream(&context2, many);
+  std::map<int, std::string> results;
+  while (reader2->Read(&message)) {
+    EXPECT_FALSE(message.has_partial());
+    if (message.has_translation()) {
+      EXPECT_EQ(results.count(message.index()), 0u);
+      results[message.index()] = message.translation().hypotheses(0).text();
+    }
+  }
+  ASSERT_TRUE(reader2->Finish().ok());
+  ASSERT_EQ(results.size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    EXPECT_EQ(results[i], EngineTranslation(texts[i], engine_model_->default_options));
+  }
+}
+
+TEST_F(ServerTest, ListsModelsAndEncodes) {
+  StartServer(Options());
+  grpc::ClientContext context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_EQ(list.models(0).name(), "aren");
+  EXPECT_TRUE(list.models(0).is_default());
+  EXPECT_EQ(list.models(1).quantization(), "int8");
+  EXPECT_EQ(list.models(0).kind(), v1::MODEL_KIND_TRANSLATION);
+  EXPECT_EQ(list.models(0).embedding_dimension(), 32);
+  EXPECT_EQ(list.models(0).limits().max_texts_per_request(), 128);
+
+  v1::EncodeRequest request;
+  request.add_texts("آ ت ز");
+  request.add_texts("م و ن");
+  request.set_normalize(true);
+  v1::EncodeResponse response;
+  grpc::ClientContext context2;
+  ASSERT_TRUE(stub_->Encode(&context2, request, &response).ok());
+  EXPECT_EQ(response.dimension(), 32);
+  ASSERT_EQ(response.embeddings_size(), 2);
+  for (const auto& e : response.embeddings()) {
+    double norm = 0;
+    for (float v : e.values()) norm += v * v;
+    EXPECT_NEAR(norm, 1.0, 1e-5);
+  }
+}
+
+TEST_F(ServerTest, HealthFollowsLoadingServingDraining) {
+  StartServer(Options(), /*load=*/false);
+  EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Health(Server::kServiceName), HealthCheckResponse::NOT_SERVING);
+  v1::TranslateRequest request;
+  request.add_texts("ب");
+  v1::TranslateResponse response;
+  grpc::Status status = Translate(request, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(), HasSubstr("loading"));
+
+  ASSERT_TRUE(server_->LoadModels().ok());
+  EXPECT_EQ(Health(""), HealthCheckResponse::SERVING);
+  EXPECT_EQ(Health(Server::kServiceName), HealthCheckResponse::SERVING);
+
+  // Drain while requests are in flight: they all finish; new ones are refused.
+  constexpr int kInFlight = 8;
+  std::vector<std::thread> clients;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < kInFlight; ++i) {
+    clients.emplace_back([&, i] {
+      v1::TranslateResponse r;
+      grpc::Status s = Translate(LongRequest(RandomTexts(1, 10, 50 + i)[0]), &r);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+      if (s.ok() && r.translations(0).output_tokens() == 250) ++ok;
+    });
+  }
+  while (Stats().running_sequences() + Stats().queued_texts() < kInFlight) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  std::thread drainer([&] { EXPECT_EQ(server_->Drain(), 0); });
+  // Until the in-flight requests finish, the server is up but refuses new work.
+  bool saw_refusal = false;
+  for (int i = 0; i < 100 && !saw_refusal; ++i) {
+    grpc::Status s = Translate(request, &response);
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE &&
+        s.error_message().find("shutting down") != std::string::npos) {
+      saw_refusal = true;
+      EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
+    }
+  }
+  EXPECT_TRUE(saw_refusal);
+  for (auto& c : clients) c.join();
+  drainer.join();
+  EXPECT_EQ(ok.load(), kInFlight);
+}
+
+TEST_F(ServerTest, DrainTimeoutEndsWhatIsLeftWithUnavailable) {
+  DaemonOptions options = Options();
+  options.drain_timeout = absl::Milliseconds(1);
+  options.batching.max_running_sequences = 1;
+  StartServer(options);
+  std::vector<std::thread> clients;
+  std::vector<grpc::Status> statuses(3);
+  for (int i = 0; i < 3; ++i) {
+    clients.emplace_back([&, i] {
+      v1::TranslateResponse r;
+      statuses[i] = Translate(LongRequest(), &r);
+    });
+  }
+  while (Stats().running_sequences() + Stats().queued_texts() < 3) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_GT(server_->Drain(), 0);
+  for (auto& c : clients) c.join();
+  int unavailable = 0;
+  for (const auto& s : statuses) {
+    // Every accepted request ends explicitly: finished, or UNAVAILABLE with a reason.
+    if (!s.ok()) {
+      EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE) << s.error_message();
+      EXPECT_THAT(s.error_message(), HasSubstr("shut down"));
+      ++unavailable;
+    }
+  }
+  EXPECT_GT(unavailable, 0);
+}
+
+}  // namespace
+}  // namespace rosetta::server
