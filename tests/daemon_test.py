@@ -1,0 +1,228 @@
+#!/usr/bin/python3
+"""The rosettad process seen from outside, with Python's gRPC (Debian's python3-grpcio): health and
+server reflection as generic clients see them, malformed wire bytes, a SIGTERM drain in which no
+accepted request is lost, a drain timeout that ends what is left with UNAVAILABLE, and start-up
+failures.
+
+    daemon_test.py --rosettad BIN --shared DIR --source DIR
+"""
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+failures = []
+
+
+def check(condition, what, details=""):
+    print(f"{'PASS' if condition else 'FAIL'}: {what}", flush=True)
+    if not condition:
+        if details:
+            print("  " + str(details).replace("\n", "\n  "), flush=True)
+        failures.append(what)
+    return condition
+
+
+def generate_stubs(source, out):
+    """Python modules for rosetta.v1, grpc.health.v1 and the v1alpha reflection service, made with
+    the system protoc (Debian's grpc_tools bundles a protoc too old for proto3 `optional`). The
+    grpc/ protos are copied flat so that no generated `grpc` package shadows the grpc module."""
+    flat = out / "flat"
+    flat.mkdir(parents=True)
+    for name in ("health/v1/health.proto", "reflection/v1alpha/reflection.proto"):
+        shutil.copy(f"/usr/share/grpc-proto/grpc/{name}", flat / Path(name).name)
+    plugin = shutil.which("grpc_python_plugin")
+    for include, files in ((source / "proto", ["rosetta/v1/rosetta.proto"]),
+                           (flat, ["health.proto", "reflection.proto"])):
+        subprocess.run(["protoc", f"-I{include}", f"--python_out={out}", f"--grpc_python_out={out}",
+                        f"--plugin=protoc-gen-grpc_python={plugin}", *files], check=True,
+                       cwd=include)
+    sys.path.insert(0, str(out))
+
+
+class Daemon:
+    def __init__(self, binary, *flags):
+        self.process = subprocess.Popen([binary, "--listen", "127.0.0.1:0", *flags],
+                                        stderr=subprocess.PIPE, text=True)
+        self.log = []
+        self.address = None
+        self.serving = threading.Event()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.process.stderr:
+            self.log.append(line)
+            if "serving on " in line:
+                self.address = line.rsplit("serving on ", 1)[1].split()[0]
+                self.serving.set()
+
+    def wait(self, timeout=60):
+        return self.process.wait(timeout=timeout)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rosettad", required=True)
+    parser.add_argument("--shared", required=True)
+    parser.add_argument("--source", required=True)
+    args = parser.parse_args()
+    model = Path(args.shared) / "models/ctranslate2/v2/aren-transliteration"
+    if not model.is_dir():
+        print(f"FAIL: the shared model is missing: {model}")
+        return 1
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_stubs(Path(args.source).resolve(), Path(tmp))
+        import grpc
+        import health_pb2
+        import health_pb2_grpc
+        import reflection_pb2
+        import reflection_pb2_grpc
+        from rosetta.v1 import rosetta_pb2 as pb
+        from rosetta.v1 import rosetta_pb2_grpc as rpc
+
+        # --- start-up failures
+        result = subprocess.run([args.rosettad, "--listen", "127.0.0.1:0", "--model",
+                                 "broken=/nonexistent/model"], capture_output=True, text=True,
+                                timeout=60)
+        check(result.returncode == 1 and "/nonexistent/model" in result.stderr,
+              "a model that fails to load stops start-up with exit 1 and names the path",
+              result.stderr)
+        result = subprocess.run([args.rosettad, "--model", str(model), "--threads", "many"],
+                                capture_output=True, text=True, timeout=60)
+        check(result.returncode == 2 and "--threads" in result.stderr,
+              "a bad flag exits 2 and names the flag", result.stderr)
+
+        # --- health, reflection, malformed bytes, then a drain with requests in flight
+        daemon = Daemon(args.rosettad, "--model", f"aren={model}", "--threads", "2",
+                        "--drain_timeout", "60")
+        if not check(daemon.serving.wait(60), "rosettad reports that it serves", "".join(daemon.log)):
+            daemon.process.kill()
+            return 1
+        channel = grpc.insecure_channel(daemon.address)
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "rosetta.v1.Rosetta"):
+            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+            check(status == health_pb2.HealthCheckResponse.SERVING,
+                  f"health of {service or 'the server'!r} is SERVING", status)
+
+        reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = list(reflection.ServerReflectionInfo(iter([
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="rosetta.v1.Rosetta"),
+        ]), timeout=10))
+        services = {s.name for s in replies[0].list_services_response.service}
+        check({"rosetta.v1.Rosetta", "grpc.health.v1.Health"} <= services,
+              "reflection lists rosetta.v1.Rosetta and grpc.health.v1.Health", services)
+        descriptors = replies[1].file_descriptor_response.file_descriptor_proto
+        check(len(descriptors) >= 1 and b"TranslateStream" in descriptors[0],
+              "reflection serves the descriptor of rosetta.v1.Rosetta")
+
+        raw = channel.unary_unary("/rosetta.v1.Rosetta/Translate",
+                                  request_serializer=lambda b: b,
+                                  response_deserializer=lambda b: b)
+        try:
+            raw(b"\x12\x80\x80\x80\x80\x10", timeout=10)
+            check(False, "a malformed message is refused")
+        except grpc.RpcError as error:
+            check(error.code() == grpc.StatusCode.INVALID_ARGUMENT and
+                  "malformed request" in error.details(),
+                  "a malformed message gets INVALID_ARGUMENT naming the problem",
+                  f"{error.code()} {error.details()}")
+
+        stub = rpc.RosettaStub(channel)
+        # 24 requests of 8 sentences x beam 4, forced to 250 tokens: more beams than the batch
+        # holds, so some run and some wait when SIGTERM arrives.
+        letters = ["ب", "ت", "ث", "ج", "ح", "خ", "د", "ذ", "ر", "ز", "س", "ش"]
+        results = [None] * 24
+
+        def send(i):
+            texts = [" ".join(letters[(i + k + j) % 12] for j in range(1 + (i + k) % 9))
+                     for k in range(8)]
+            options = pb.TranslateOptions(beam_size=4, min_length=250, max_length=250)
+            try:
+                response = stub.Translate(pb.TranslateRequest(texts=texts, options=options),
+                                          timeout=300)
+                results[i] = ("OK", [t.output_tokens for t in response.translations])
+            except grpc.RpcError as error:
+                results[i] = (error.code().name, error.details())
+
+        clients = [threading.Thread(target=send, args=(i,)) for i in range(24)]
+        for c in clients:
+            c.start()
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            stats = stub.GetModel(pb.GetModelRequest(), timeout=10).stats
+            if stats.running_sequences > 0 and stats.queued_texts > 0:
+                break
+            time.sleep(0.005)
+        check(stats.running_sequences > 0 and stats.queued_texts > 0,
+              "requests are decoding and waiting when SIGTERM is sent", stats)
+        daemon.process.send_signal(signal.SIGTERM)
+        while not any("draining" in line for line in daemon.log) and daemon.process.poll() is None:
+            time.sleep(0.001)
+        # Until the requests in flight finish, new ones are refused and health says NOT_SERVING.
+        refused = None
+        for _ in range(200):
+            try:
+                stub.Translate(pb.TranslateRequest(texts=["ب"]), timeout=10)
+            except grpc.RpcError as error:
+                refused = error
+                break
+            time.sleep(0.005)
+        check(refused is not None and refused.code() == grpc.StatusCode.UNAVAILABLE,
+              "a request sent while draining gets UNAVAILABLE",
+              refused and f"{refused.code()} {refused.details()}")
+        try:
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=10).status
+            check(status == health_pb2.HealthCheckResponse.NOT_SERVING,
+                  "health is NOT_SERVING while draining", status)
+        except grpc.RpcError as error:
+            check(False, "health answers while draining", error)
+        for c in clients:
+            c.join()
+        exit_code = daemon.wait(120)
+        check(all(r == ("OK", [250] * 8) for r in results),
+              "every request accepted before SIGTERM finished with all its tokens", results)
+        check(exit_code == 0, "rosettad exits 0 after draining", exit_code)
+        log = "".join(daemon.log)
+        check("received SIGTERM" in log and "draining" in log and "stopped" in log,
+              "the log tells the drain", log[-600:])
+        channel.close()
+
+        # --- a drain timeout: what is left ends explicitly with UNAVAILABLE, nothing hangs
+        daemon = Daemon(args.rosettad, "--model", f"aren={model}", "--threads", "2",
+                        "--drain_timeout", "0.05")
+        check(daemon.serving.wait(60), "rosettad serves again")
+        channel = grpc.insecure_channel(daemon.address)
+        stub = rpc.RosettaStub(channel)
+        results = [None] * 24
+        clients = [threading.Thread(target=send, args=(i,)) for i in range(24)]
+        for c in clients:
+            c.start()
+        while stub.GetModel(pb.GetModelRequest(), timeout=10).stats.queued_texts == 0:
+            time.sleep(0.005)
+        daemon.process.send_signal(signal.SIGTERM)
+        for c in clients:
+            c.join(timeout=120)
+        exit_code = daemon.wait(120)
+        outcomes = [r[0] if r else "HUNG" for r in results]
+        check(all(o in ("OK", "UNAVAILABLE") for o in outcomes) and "UNAVAILABLE" in outcomes,
+              "after the drain timeout every request ended: finished or UNAVAILABLE", outcomes)
+        check(all("shut" in r[1] for r in results if r and r[0] == "UNAVAILABLE"),
+              "UNAVAILABLE says the server shut down", [r for r in results if r and r[0] != "OK"][:2])
+        check(exit_code == 0, "rosettad exits 0 after a drain timeout", exit_code)
+        channel.close()
+
+    print(f"{len(failures)} failures" if failures else "all checks passed")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
