@@ -4,6 +4,7 @@
 #include "server/server.h"
 
 #include <atomic>
+#include <filesystem>
 #include <future>
 #include <random>
 #include <thread>
@@ -568,6 +569,32 @@ TEST_F(ServerTest, ListsModelsAndEncodes) {
     for (float v : e.values()) norm += v * v;
     EXPECT_NEAR(norm, 1.0, 1e-5);
   }
+}
+
+TEST_F(ServerTest, ServesEveryModelOfAModelsDirectory) {
+  const std::string dir = testing::MakeTempDir("models_dir");
+  for (const char* name : {"aren-transliteration", "aren-transliteration-i16"}) {
+    std::filesystem::create_directory_symlink(testing::ArenModel(std::string("v2/") + name),
+                                              dir + "/" + name);
+  }
+  testing::WriteFile(dir + "/README", "not a model");
+  DaemonOptions options = Options();
+  options.models.clear();
+  options.models_dir = dir;
+  StartServer(options);
+  grpc::ClientContext context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_EQ(list.models(0).name(), "aren-transliteration");
+  EXPECT_EQ(list.models(1).name(), "aren-transliteration-i16");
+  EXPECT_EQ(list.models(1).quantization(), "int16");
+  v1::TranslateRequest request;
+  request.set_model("aren-transliteration-i16");
+  request.add_texts("آ ت ز م و ن");
+  v1::TranslateResponse response;
+  ASSERT_TRUE(Translate(request, &response).ok());
+  EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
 }
 
 TEST_F(ServerTest, HealthFollowsLoadingServingDraining) {
