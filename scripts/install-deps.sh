@@ -5,7 +5,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev
+          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev
           libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
