@@ -6,7 +6,8 @@ set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev
-          libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto)
+          libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto
+          prometheus-cpp-dev)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
              python3-torch python3-numpy python3-sentencepiece

@@ -60,6 +60,18 @@ const std::vector<Flag>& Flags() {
          o.listen = std::string(v);
          return absl::OkStatus();
        }},
+      {"metrics_listen",
+       "Address of the Prometheus endpoint /metrics, host:port (port 0: any free port; \"none\": "
+       "no metrics). Default 0.0.0.0:9400.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         if (v == "none") {
+           o.metrics_listen.clear();
+           return absl::OkStatus();
+         }
+         if (!absl::StrContains(v, ':')) return BadValue("metrics_listen", v, "host:port or none");
+         o.metrics_listen = std::string(v);
+         return absl::OkStatus();
+       }},
       {"model",
        "A model to serve, NAME=PATH (a CTranslate2 or Hugging Face Marian directory); repeat for "
        "more. The first is the default model. PATH alone names it after its directory.",

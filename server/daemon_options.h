@@ -26,10 +26,11 @@ struct ModelSpec {
 };
 
 struct DaemonOptions {
-  std::string listen = "0.0.0.0:50051";  // host:port; port 0 picks a free port
-  std::vector<ModelSpec> models;         // the first is the default model
-  std::string models_dir;                // every model directory inside is served, by its name
-  int threads = 0;                       // engine threads per model; 0: the CPUs available
+  std::string listen = "0.0.0.0:50051";         // host:port; port 0 picks a free port
+  std::string metrics_listen = "0.0.0.0:9400";  // Prometheus /metrics; empty: none
+  std::vector<ModelSpec> models;                // the first is the default model
+  std::string models_dir;  // every model directory inside is served, by its name
+  int threads = 0;         // engine threads per model; 0: the CPUs available
   BatchingOptions batching;
   RequestLimits limits;
   absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight

@@ -42,8 +42,9 @@ int PositionsOr(const EmbeddingWeights& embeddings, int fallback) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const DaemonOptions& options,
-                                                                   int threads) {
+absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
+    const DaemonOptions& options, int threads,
+    const std::function<WorkerObserver*(const std::string& model)>& observer_for) {
   std::vector<ModelSpec> specs = options.models;
   if (!options.models_dir.empty()) {
     absl::StatusOr<std::vector<ModelSpec>> listed = ListModelDirectory(options.models_dir);
@@ -76,7 +77,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const DaemonO
     BatchingOptions batching = options.batching;
     batching.max_decoding_length = served->max_decoding_length;
     batching.num_threads = threads;
-    served->worker = std::make_unique<ModelWorker>(served->model->transformer, batching);
+    served->worker = std::make_unique<ModelWorker>(
+        served->model->transformer, batching, observer_for ? observer_for(spec.name) : nullptr);
     const WorkerStats stats = served->worker->Stats();
     Log("loaded model \"", spec.name, "\" from ", spec.path, " in ",
         absl::StrFormat("%.2f", served->load_seconds), " s: ", served->model->format, " ",

@@ -3,6 +3,7 @@
 #ifndef ROSETTA_SERVER_MODEL_REGISTRY_H_
 #define ROSETTA_SERVER_MODEL_REGISTRY_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -28,8 +29,10 @@ class ModelRegistry {
  public:
   // Loads every model of `options` (--model, then --models_dir in name order) and starts its
   // worker with `threads` engine threads. Fails on the first model that does not load, naming it.
-  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(const DaemonOptions& options,
-                                                             int threads);
+  // `observer_for`, when set, gives each model's worker its observer (metrics).
+  static absl::StatusOr<std::unique_ptr<ModelRegistry>> Load(
+      const DaemonOptions& options, int threads,
+      const std::function<WorkerObserver*(const std::string& model)>& observer_for = nullptr);
 
   // The model called `name`; the default model for an empty name; null if none.
   const ServedModel* Find(absl::string_view name) const;

@@ -45,9 +45,10 @@ absl::Duration JobTimes::inference() const {
 }
 
 ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> model,
-                         const BatchingOptions& options)
+                         const BatchingOptions& options, WorkerObserver* observer)
     : model_(std::move(model)),
       options_(options),
+      observer_(observer),
       batch_(model_, MakeBatchOptions(*model_, options)) {
   const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options);
   max_beams_ = std::min(batch_options.max_beams,
@@ -321,6 +322,11 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
     for (QueuedText& text : texts) EndJob(*text.job, ids.status());
     return;
   }
+  if (observer_ != nullptr) {
+    int tokens = 0;
+    for (const auto& request : requests) tokens += static_cast<int>(request.source_ids.size());
+    observer_->OnAdmission(static_cast<int>(texts.size()), tokens);
+  }
   const absl::Time now = absl::Now();
   for (size_t i = 0; i < texts.size(); ++i) {
     TranslationJob& job = *texts[i].job;
@@ -346,6 +352,7 @@ void ModelWorker::StepBatch() {
     running_.clear();
     return;
   }
+  if (observer_ != nullptr) observer_->OnDecodingStep(sequences, rows);
   {
     // Before the callbacks, so that a client that saw its result sees these counters too.
     absl::MutexLock lock(&mu_);
@@ -387,6 +394,7 @@ void ModelWorker::RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs) 
   }
   const int texts = static_cast<int>(offsets.size()) - 1;
   const int d = model_->config.d_model;
+  if (observer_ != nullptr) observer_->OnEncodeBatch(texts, static_cast<int>(ids.size()));
   const absl::Time started = absl::Now();
   for (auto& job : jobs) job->times.started = started;
   absl::Status status;

@@ -112,9 +112,24 @@ struct WorkerStats {
   int64_t cache_bytes_capacity = 0;
 };
 
+// Receives the worker's per-batch figures (for metrics). Called on the worker thread: must be
+// quick and must not call the worker.
+class WorkerObserver {
+ public:
+  virtual ~WorkerObserver() = default;
+  // A decoding step ran over `sequences` sentences with `rows` beams in all.
+  virtual void OnDecodingStep(int sequences, int rows) = 0;
+  // `texts` sentences with `tokens` source tokens joined the running batch in one encoder pass.
+  virtual void OnAdmission(int texts, int tokens) = 0;
+  // An Encode batch of `texts` texts and `tokens` tokens ran.
+  virtual void OnEncodeBatch(int texts, int tokens) = 0;
+};
+
 class ModelWorker {
  public:
-  ModelWorker(std::shared_ptr<const TransformerModel> model, const BatchingOptions& options);
+  // `observer`, when not null, must outlive the worker.
+  ModelWorker(std::shared_ptr<const TransformerModel> model, const BatchingOptions& options,
+              WorkerObserver* observer = nullptr);
   ModelWorker(const ModelWorker&) = delete;
   ModelWorker& operator=(const ModelWorker&) = delete;
   // Stops the worker (see Stop).
@@ -174,6 +189,7 @@ class ModelWorker {
 
   const std::shared_ptr<const TransformerModel> model_;
   const BatchingOptions options_;
+  WorkerObserver* const observer_;
   int max_beams_ = 0;
   int total_pages_ = 0;
 

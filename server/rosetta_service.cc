@@ -76,10 +76,12 @@ absl::Status Malformed(const google::protobuf::Message& message) {
 template <typename Request, typename Response>
 class UnaryCall final : public grpc::ServerUnaryReactor {
  public:
-  UnaryCall(RosettaService* service, grpc::ByteBuffer* raw_response)
-      : service_(service), raw_response_(raw_response) {
+  UnaryCall(RosettaService* service, grpc::ByteBuffer* raw_response, const char* method)
+      : service_(service), raw_response_(raw_response), method_(method) {
     service_->CallStarted();
   }
+  // The loaded model the call uses (metrics label).
+  void set_model(const std::string& model) { model_ = model; }
 
   bool Parse(const grpc::ByteBuffer& bytes) { return ParseRequest(bytes, &request_); }
   const Request& request() const { return request_; }
@@ -87,7 +89,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 
   UnaryCall* FinishWith(const absl::Status& status) {
     if (status.ok()) *raw_response_ = Serialize(response_);
-    Finish(ToGrpcStatus(status));
+    const grpc::Status grpc_status = ToGrpcStatus(status);
+    service_->CallFinished(method_, model_, grpc_status.error_code(), start_);
+    Finish(grpc_status);
     return this;
   }
   void OnCancelDo(std::function<void()> action) { cancel_.Set(std::move(action)); }
@@ -101,6 +105,9 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
  private:
   RosettaService* const service_;
   grpc::ByteBuffer* const raw_response_;
+  const char* const method_;
+  const absl::Time start_ = absl::Now();
+  std::string model_;
   Request request_;
   Response response_;
   CancelHook cancel_;
@@ -112,6 +119,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor {
 class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
  public:
   explicit StreamCall(RosettaService* service) : service_(service) { service_->CallStarted(); }
+  void set_model(const std::string& model) { model_ = model; }
 
   bool Parse(const grpc::ByteBuffer& bytes) { return ParseRequest(bytes, &request_); }
   const v1::TranslateRequest& request() const { return request_; }
@@ -141,6 +149,7 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       finish = !writing_;
       final_status = status_;
     }
+    service_->CallFinished("TranslateStream", model_, final_status.error_code(), start_);
     if (finish) Finish(final_status);
   }
   StreamCall* CloseWith(const absl::Status& status) {
@@ -183,6 +192,8 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
 
  private:
   RosettaService* const service_;
+  const absl::Time start_ = absl::Now();
+  std::string model_;
   CancelHook cancel_;
   absl::Mutex mu_;
   v1::TranslateRequest request_;
@@ -220,6 +231,18 @@ void RosettaService::CallEnded() {
   --calls_;
 }
 
+void RosettaService::CallFinished(const char* method, const std::string& model,
+                                  grpc::StatusCode code, absl::Time start) {
+  if (metrics_ != nullptr) metrics_->RecordCall(method, model, code, absl::Now() - start);
+}
+
+void RosettaService::JobFinished(const std::string& model, const JobTimes& times,
+                                 int64_t input_tokens, int64_t output_tokens) {
+  if (metrics_ != nullptr) {
+    metrics_->RecordJob(model, times.queued(), times.inference(), input_tokens, output_tokens);
+  }
+}
+
 int RosettaService::calls_in_flight() const {
   absl::MutexLock lock(&calls_mu_);
   return calls_;
@@ -250,13 +273,15 @@ absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& na
 grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext* context,
                                                     const grpc::ByteBuffer* raw_request,
                                                     grpc::ByteBuffer* raw_response) {
-  auto* call = new UnaryCall<v1::TranslateRequest, v1::TranslateResponse>(this, raw_response);
+  auto* call =
+      new UnaryCall<v1::TranslateRequest, v1::TranslateResponse>(this, raw_response, "Translate");
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::TranslateRequest* request = &call->request();
   v1::TranslateResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
+  call->set_model(model.name);
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 
@@ -280,8 +305,12 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
     FillTranslation(*translation_model, result, scores, tokens, out);
     response->mutable_usage()->set_output_tokens(response->usage().output_tokens() + result.steps);
   };
-  job->on_done = [call, response](const absl::Status& status, const JobTimes& times) {
-    if (status.ok()) SetTimings(times, response->mutable_timings());
+  job->on_done = [this, call, response, name = model.name](const absl::Status& status,
+                                                           const JobTimes& times) {
+    if (status.ok()) {
+      SetTimings(times, response->mutable_timings());
+      JobFinished(name, times, response->usage().input_tokens(), response->usage().output_tokens());
+    }
     call->FinishWith(status);
   };
   if (absl::Status s = model.worker->Submit(job); !s.ok()) return call->FinishWith(s);
@@ -297,6 +326,7 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->CloseWith(served.status());
   const ServedModel& model = **served;
+  call->set_model(model.name);
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->CloseWith(prepared.status());
 
@@ -337,8 +367,9 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
     partial->set_text(translation_model->DecodeText(ids));
     call->Send(std::move(message));
   };
-  job->on_done = [call, usage, name](const absl::Status& status, const JobTimes& times) {
+  job->on_done = [this, call, usage, name](const absl::Status& status, const JobTimes& times) {
     if (status.ok()) {
+      JobFinished(name, times, usage->input_tokens(), usage->output_tokens());
       v1::TranslateStreamResponse last;
       last.set_index(-1);
       last.set_model(name);
@@ -356,13 +387,14 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
 grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* context,
                                                  const grpc::ByteBuffer* raw_request,
                                                  grpc::ByteBuffer* raw_response) {
-  auto* call = new UnaryCall<v1::EncodeRequest, v1::EncodeResponse>(this, raw_response);
+  auto* call = new UnaryCall<v1::EncodeRequest, v1::EncodeResponse>(this, raw_response, "Encode");
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::EncodeRequest* request = &call->request();
   v1::EncodeResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
+  call->set_model(model.name);
   absl::StatusOr<PreparedEncode> prepared = PrepareEncode(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 
@@ -382,10 +414,11 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
   job->inputs = std::move(prepared->inputs);
   job->normalize = prepared->normalize;
   job->deadline = DeadlineOf(context);
-  job->on_done = [call, response, dimension](const absl::Status& status,
-                                             std::vector<float>& embeddings,
-                                             const JobTimes& times) {
+  job->on_done = [this, call, response, dimension, name = model.name](
+                     const absl::Status& status, std::vector<float>& embeddings,
+                     const JobTimes& times) {
     if (status.ok()) {
+      JobFinished(name, times, response->usage().input_tokens(), 0);
       for (int i = 0; i < response->embeddings_size(); ++i) {
         auto* values = response->mutable_embeddings(i)->mutable_values();
         values->Add(embeddings.begin() + static_cast<size_t>(i) * dimension,
@@ -403,7 +436,8 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
 grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext* context,
                                                      const grpc::ByteBuffer* raw_request,
                                                      grpc::ByteBuffer* raw_response) {
-  auto* call = new UnaryCall<v1::ListModelsRequest, v1::ListModelsResponse>(this, raw_response);
+  auto* call = new UnaryCall<v1::ListModelsRequest, v1::ListModelsResponse>(this, raw_response,
+                                                                            "ListModels");
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   v1::ListModelsResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve("");
@@ -418,12 +452,13 @@ grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* RosettaService::GetModel(grpc::CallbackServerContext* context,
                                                    const grpc::ByteBuffer* raw_request,
                                                    grpc::ByteBuffer* raw_response) {
-  auto* call = new UnaryCall<v1::GetModelRequest, v1::ModelInfo>(this, raw_response);
+  auto* call = new UnaryCall<v1::GetModelRequest, v1::ModelInfo>(this, raw_response, "GetModel");
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::GetModelRequest* request = &call->request();
   v1::ModelInfo* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve(request->name());
   if (!served.ok()) return call->FinishWith(served.status());
+  call->set_model((*served)->name);
   FillModelInfo(**served, *served == registry_.load()->Find(""), limits_, response);
   return call->FinishWith(absl::OkStatus());
 }

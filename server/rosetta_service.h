@@ -16,6 +16,7 @@
 #include "grpcpp/grpcpp.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
 #include "server/daemon_options.h"
+#include "server/metrics.h"
 #include "server/model_registry.h"
 
 namespace rosetta::server {
@@ -33,7 +34,9 @@ using RawRosettaService =
 
 class RosettaService final : public RawRosettaService {
  public:
-  explicit RosettaService(const RequestLimits& limits) : limits_(limits) {}
+  // `metrics`, when not null, must outlive the service.
+  RosettaService(const RequestLimits& limits, Metrics* metrics)
+      : limits_(limits), metrics_(metrics) {}
 
   // Starts serving the registry's models. REQUIRES: `registry` outlives every call.
   void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
@@ -61,12 +64,18 @@ class RosettaService final : public RawRosettaService {
   // Reactors report their start and end here (drain accounting).
   void CallStarted();
   void CallEnded();
+  // Metrics: a call answered (`model` empty when it named no loaded model), a job finished.
+  void CallFinished(const char* method, const std::string& model, grpc::StatusCode code,
+                    absl::Time start);
+  void JobFinished(const std::string& model, const JobTimes& times, int64_t input_tokens,
+                   int64_t output_tokens);
 
  private:
   // The model a call may use now, or why not (UNAVAILABLE, NOT_FOUND).
   absl::StatusOr<const ServedModel*> Resolve(const std::string& name) const;
 
   const RequestLimits limits_;
+  Metrics* const metrics_;
   std::atomic<const ModelRegistry*> registry_{nullptr};
   std::atomic<bool> draining_{false};
   mutable absl::Mutex calls_mu_;

@@ -9,13 +9,22 @@
 
 namespace rosetta::server {
 
-Server::Server(const DaemonOptions& options) : options_(options), service_(options.limits) {}
+Server::Server(const DaemonOptions& options)
+    : options_(options), service_(options.limits, &metrics_) {}
 
 Server::~Server() {
   if (!drained_ && server_ != nullptr) Drain();
+  metrics_.StopServing();
+  metrics_.SetRegistry(nullptr);
 }
 
 absl::Status Server::Start() {
+  if (!options_.metrics_listen.empty()) {
+    if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;
+    const size_t colon = options_.metrics_listen.rfind(':');
+    Log("metrics on http://", options_.metrics_listen.substr(0, colon), ":", metrics_.port(),
+        "/metrics");
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   // Reflection describes the health service only when its descriptor is in the pool.
@@ -39,9 +48,11 @@ absl::Status Server::Start() {
 
 absl::Status Server::LoadModels() {
   absl::StatusOr<std::unique_ptr<ModelRegistry>> registry =
-      ModelRegistry::Load(options_, options_.threads);
+      ModelRegistry::Load(options_, options_.threads,
+                          [this](const std::string& model) { return metrics_.ObserverFor(model); });
   if (!registry.ok()) return registry.status();
   registry_ = std::move(*registry);
+  metrics_.SetRegistry(registry_.get());
   service_.SetRegistry(registry_.get());
   SetServing(true);
   const RequestLimits& l = options_.limits;
@@ -78,6 +89,8 @@ int Server::Drain() {
   // Workers end what is left with UNAVAILABLE; then the calls can finish and the server stop.
   if (registry_ != nullptr) registry_->StopWorkers();
   server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  metrics_.StopServing();
+  metrics_.SetRegistry(nullptr);
   Log("stopped");
   return left;
 }

@@ -17,6 +17,7 @@
 #include "absl/status/status.h"
 #include "grpcpp/grpcpp.h"
 #include "server/daemon_options.h"
+#include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/rosetta_service.h"
 
@@ -41,6 +42,9 @@ class Server {
   int Drain();
 
   int port() const { return port_; }
+  // The /metrics port, 0 when metrics are off.
+  int metrics_port() const { return metrics_.port(); }
+  const Metrics& metrics() const { return metrics_; }
   // The listening address with the real port ("127.0.0.1:43121").
   std::string address() const;
   const ModelRegistry* registry() const { return registry_.get(); }
@@ -49,6 +53,7 @@ class Server {
   void SetServing(bool serving);
 
   const DaemonOptions options_;
+  Metrics metrics_;  // outlives the workers, which report to it
   RosettaService service_;
   std::unique_ptr<ModelRegistry> registry_;
   std::unique_ptr<grpc::Server> server_;

@@ -62,6 +62,7 @@ class ServerTest : public ::testing::Test {
   DaemonOptions Options() {
     DaemonOptions options;
     options.listen = "127.0.0.1:0";
+    options.metrics_listen = "";  // metrics are recorded, not served (its stop takes ~2 s)
     options.models = {{"aren", testing::ArenModel("v2/aren-transliteration")},
                       {"aren-i8", testing::ArenModel("v2/aren-transliteration-i8")}};
     options.threads = 2;
@@ -175,6 +176,17 @@ TEST_F(ServerTest, TranslatesLikeTheEngine) {
   ASSERT_TRUE(Translate(request, &response).ok());
   EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
   EXPECT_EQ(response.translations(0).hypotheses(0).tokens_size(), 0);  // not asked for
+
+  // What the metrics saw: four calls, all OK, with their tokens.
+  const std::string exposition = server_->metrics().Exposition();
+  EXPECT_THAT(
+      exposition,
+      HasSubstr("rosetta_requests_total{code=\"OK\",method=\"Translate\",model=\"aren\"} 4"));
+  EXPECT_THAT(exposition, HasSubstr("rosetta_request_duration_seconds_count{method=\"Translate\","
+                                    "model=\"aren\"} 4"));
+  EXPECT_THAT(exposition, HasSubstr("rosetta_model_info{model=\"aren-i8\",kind=\"translation\","
+                                    "format=\"ctranslate2\",quantization=\"int8\"} 1"));
+  EXPECT_THAT(exposition, HasSubstr("rosetta_running_sequences{model=\"aren\"} 0"));
 }
 
 TEST_F(ServerTest, SixtyFourConcurrentClientsGetTheirOwnResults) {

@@ -1,0 +1,308 @@
+#include "server/metrics.h"
+
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "prometheus/collectable.h"
+#include "prometheus/exposer.h"
+#include "prometheus/text_serializer.h"
+
+namespace rosetta::server {
+
+namespace {
+
+// Latency of a call: a cached short request takes about a millisecond, a long batch translation
+// of 128 texts can take a minute.
+const prometheus::Histogram::BucketBoundaries kSecondsBuckets = {
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+// Sentences and beams per decoding step: powers of two up to the default 256 running beams.
+const prometheus::Histogram::BucketBoundaries kBatchBuckets = {1,  2,  4,   8,   16,
+                                                               32, 64, 128, 256, 512};
+// Source tokens admitted in one encoder pass: the default budget is 4096.
+const prometheus::Histogram::BucketBoundaries kTokenBuckets = {8,    32,   128,  512,  1024,
+                                                               2048, 4096, 8192, 16384};
+
+const char* CodeName(grpc::StatusCode code) {
+  switch (code) {
+    case grpc::StatusCode::OK:
+      return "OK";
+    case grpc::StatusCode::CANCELLED:
+      return "CANCELLED";
+    case grpc::StatusCode::UNKNOWN:
+      return "UNKNOWN";
+    case grpc::StatusCode::INVALID_ARGUMENT:
+      return "INVALID_ARGUMENT";
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return "DEADLINE_EXCEEDED";
+    case grpc::StatusCode::NOT_FOUND:
+      return "NOT_FOUND";
+    case grpc::StatusCode::ALREADY_EXISTS:
+      return "ALREADY_EXISTS";
+    case grpc::StatusCode::PERMISSION_DENIED:
+      return "PERMISSION_DENIED";
+    case grpc::StatusCode::UNAUTHENTICATED:
+      return "UNAUTHENTICATED";
+    case grpc::StatusCode::RESOURCE_EXHAUSTED:
+      return "RESOURCE_EXHAUSTED";
+    case grpc::StatusCode::FAILED_PRECONDITION:
+      return "FAILED_PRECONDITION";
+    case grpc::StatusCode::ABORTED:
+      return "ABORTED";
+    case grpc::StatusCode::OUT_OF_RANGE:
+      return "OUT_OF_RANGE";
+    case grpc::StatusCode::UNIMPLEMENTED:
+      return "UNIMPLEMENTED";
+    case grpc::StatusCode::INTERNAL:
+      return "INTERNAL";
+    case grpc::StatusCode::UNAVAILABLE:
+      return "UNAVAILABLE";
+    case grpc::StatusCode::DATA_LOSS:
+      return "DATA_LOSS";
+    default:
+      return "UNKNOWN";
+  }
+}
+
+prometheus::ClientMetric Value(double value, std::vector<prometheus::ClientMetric::Label> labels,
+                               bool counter) {
+  prometheus::ClientMetric metric;
+  metric.label = std::move(labels);
+  if (counter) {
+    metric.counter.value = value;
+  } else {
+    metric.gauge.value = value;
+  }
+  return metric;
+}
+
+// CPU seconds and resident bytes of this process, from /proc/self/stat.
+bool ReadProcessStat(double* cpu_seconds, double* resident_bytes, double* start_seconds) {
+  std::ifstream in("/proc/self/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return false;
+  // Fields after the command name, starting with field 3 (state).
+  std::vector<std::string> fields = absl::StrSplit(stat.substr(paren + 2), ' ');
+  if (fields.size() < 22) return false;
+  const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+  *cpu_seconds = (std::stod(fields[11]) + std::stod(fields[12])) / ticks;  // utime + stime
+  *resident_bytes = std::stod(fields[21]) * static_cast<double>(sysconf(_SC_PAGESIZE));
+  // starttime is in ticks since boot.
+  std::ifstream stat_all("/proc/stat");
+  std::string line;
+  double boot_time = 0;
+  while (std::getline(stat_all, line)) {
+    if (line.rfind("btime ", 0) == 0) boot_time = std::stod(line.substr(6));
+  }
+  *start_seconds = boot_time + std::stod(fields[19]) / ticks;
+  return true;
+}
+
+}  // namespace
+
+class Metrics::StepObserver final : public WorkerObserver {
+ public:
+  StepObserver(Metrics& metrics, const std::string& model)
+      : batch_sequences_(metrics.batch_sequences_->Add({{"model", model}}, kBatchBuckets)),
+        batch_rows_(metrics.batch_rows_->Add({{"model", model}}, kBatchBuckets)),
+        admitted_tokens_(metrics.admitted_tokens_->Add({{"model", model}}, kTokenBuckets)),
+        encode_batch_texts_(metrics.encode_batch_texts_->Add({{"model", model}}, kBatchBuckets)) {}
+
+  void OnDecodingStep(int sequences, int rows) override {
+    batch_sequences_.Observe(sequences);
+    batch_rows_.Observe(rows);
+  }
+  void OnAdmission(int texts, int tokens) override { admitted_tokens_.Observe(tokens); }
+  void OnEncodeBatch(int texts, int tokens) override { encode_batch_texts_.Observe(texts); }
+
+ private:
+  prometheus::Histogram& batch_sequences_;
+  prometheus::Histogram& batch_rows_;
+  prometheus::Histogram& admitted_tokens_;
+  prometheus::Histogram& encode_batch_texts_;
+};
+
+// What is read from the workers and the process at scrape time.
+class Metrics::PulledMetrics final : public prometheus::Collectable {
+ public:
+  explicit PulledMetrics(const std::atomic<const ModelRegistry*>& registry) : registry_(registry) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    using prometheus::MetricType;
+    std::vector<prometheus::MetricFamily> families;
+    auto family = [&families](const char* name, const char* help, MetricType type) {
+      families.push_back({name, help, type, {}});
+      return families.size() - 1;
+    };
+    const size_t running =
+        family("rosetta_running_sequences", "Sentences in the model's running decode batch.",
+               MetricType::Gauge);
+    const size_t waiting =
+        family("rosetta_waiting_texts",
+               "Texts waiting in the model's queue (translation and encoding).", MetricType::Gauge);
+    const size_t capacity =
+        family("rosetta_queue_capacity_texts",
+               "Texts the model's queue holds before it rejects requests.", MetricType::Gauge);
+    const size_t cache_used =
+        family("rosetta_kv_cache_bytes_used",
+               "Bytes of the self-attention cache reserved by running beams.", MetricType::Gauge);
+    const size_t cache_capacity =
+        family("rosetta_kv_cache_bytes_capacity", "Bytes of the model's self-attention cache.",
+               MetricType::Gauge);
+    const size_t rejections = family(
+        "rosetta_queue_rejections_total",
+        "Requests refused with RESOURCE_EXHAUSTED: the queue was full.", MetricType::Counter);
+    const size_t ended = family(
+        "rosetta_requests_ended_early_total",
+        "Requests removed from the queue or the batch before they finished.", MetricType::Counter);
+    const size_t steps =
+        family("rosetta_decoding_steps_total", "Decoding steps run.", MetricType::Counter);
+    const size_t load =
+        family("rosetta_model_load_seconds", "Time the model took to load.", MetricType::Gauge);
+    const size_t info =
+        family("rosetta_model_info", "The loaded model (value 1) and its kind.", MetricType::Gauge);
+    if (const ModelRegistry* registry = registry_.load()) {
+      for (const auto& served : registry->models()) {
+        const WorkerStats stats = served->worker->Stats();
+        const std::vector<prometheus::ClientMetric::Label> model = {{"model", served->name}};
+        families[running].metric.push_back(Value(stats.running_sequences, model, false));
+        families[waiting].metric.push_back(Value(stats.queued_texts, model, false));
+        families[capacity].metric.push_back(
+            Value(served->worker->options().max_queued_texts, model, false));
+        families[cache_used].metric.push_back(Value(stats.cache_bytes_in_use, model, false));
+        families[cache_capacity].metric.push_back(Value(stats.cache_bytes_capacity, model, false));
+        families[rejections].metric.push_back(Value(stats.rejected_queue_full, model, true));
+        families[ended].metric.push_back(
+            Value(stats.cancelled, {{"model", served->name}, {"reason", "cancelled"}}, true));
+        families[ended].metric.push_back(Value(
+            stats.deadline_exceeded, {{"model", served->name}, {"reason", "deadline"}}, true));
+        families[steps].metric.push_back(Value(stats.decoding_steps, model, true));
+        families[load].metric.push_back(Value(served->load_seconds, model, false));
+        const auto& config = served->model->transformer->config;
+        families[info].metric.push_back(Value(1,
+                                              {{"model", served->name},
+                                               {"kind", "translation"},
+                                               {"format", served->model->format},
+                                               {"quantization", config.weight_type}},
+                                              false));
+      }
+    }
+    double cpu = 0, resident = 0, start = 0;
+    if (ReadProcessStat(&cpu, &resident, &start)) {
+      families[family("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
+                      MetricType::Counter)]
+          .metric.push_back(Value(cpu, {}, true));
+      families[family("process_resident_memory_bytes", "Resident memory size in bytes.",
+                      MetricType::Gauge)]
+          .metric.push_back(Value(resident, {}, false));
+      families[family("process_start_time_seconds",
+                      "Start time of the process since unix epoch in seconds.", MetricType::Gauge)]
+          .metric.push_back(Value(start, {}, false));
+    }
+    return families;
+  }
+
+ private:
+  const std::atomic<const ModelRegistry*>& registry_;
+};
+
+Metrics::Metrics()
+    : registry_pushed_(std::make_shared<prometheus::Registry>()),
+      pulled_(std::make_shared<PulledMetrics>(registry_)) {
+  prometheus::Registry& r = *registry_pushed_;
+  requests_ = &prometheus::BuildCounter()
+                   .Name("rosetta_requests_total")
+                   .Help("Finished gRPC calls by method, model and status code.")
+                   .Register(r);
+  request_seconds_ = &prometheus::BuildHistogram()
+                          .Name("rosetta_request_duration_seconds")
+                          .Help("Time from a call's arrival to its answer.")
+                          .Register(r);
+  queue_seconds_ = &prometheus::BuildHistogram()
+                        .Name("rosetta_queue_duration_seconds")
+                        .Help("Time a request waited before the engine started on it.")
+                        .Register(r);
+  inference_seconds_ = &prometheus::BuildHistogram()
+                            .Name("rosetta_inference_duration_seconds")
+                            .Help("Time from the engine's start on a request to its last result.")
+                            .Register(r);
+  input_tokens_ = &prometheus::BuildCounter()
+                       .Name("rosetta_input_tokens_total")
+                       .Help("Source tokens of finished requests, special tokens included.")
+                       .Register(r);
+  generated_tokens_ = &prometheus::BuildCounter()
+                           .Name("rosetta_generated_tokens_total")
+                           .Help("Decoding steps of finished translations.")
+                           .Register(r);
+  batch_sequences_ = &prometheus::BuildHistogram()
+                          .Name("rosetta_batch_sequences")
+                          .Help("Sentences decoded together in one decoding step.")
+                          .Register(r);
+  batch_rows_ = &prometheus::BuildHistogram()
+                     .Name("rosetta_batch_beams")
+                     .Help("Beams (rows) decoded together in one decoding step.")
+                     .Register(r);
+  admitted_tokens_ = &prometheus::BuildHistogram()
+                          .Name("rosetta_admitted_tokens")
+                          .Help("Source tokens that joined the running batch in one encoder pass.")
+                          .Register(r);
+  encode_batch_texts_ = &prometheus::BuildHistogram()
+                             .Name("rosetta_encode_batch_texts")
+                             .Help("Texts embedded together in one Encode batch.")
+                             .Register(r);
+}
+
+Metrics::~Metrics() = default;
+
+absl::Status Metrics::Serve(const std::string& listen) {
+  try {
+    exposer_ = std::make_unique<prometheus::Exposer>(listen, 1);
+  } catch (const std::exception& e) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  }
+  exposer_->RegisterCollectable(registry_pushed_);
+  exposer_->RegisterCollectable(pulled_);
+  const std::vector<int> ports = exposer_->GetListeningPorts();
+  port_ = ports.empty() ? 0 : ports.front();
+  return absl::OkStatus();
+}
+
+void Metrics::StopServing() { exposer_.reset(); }
+
+WorkerObserver* Metrics::ObserverFor(const std::string& model) {
+  absl::MutexLock lock(&observers_mu_);
+  auto& observer = observers_[model];
+  if (observer == nullptr) observer = std::make_unique<StepObserver>(*this, model);
+  return observer.get();
+}
+
+void Metrics::RecordCall(const std::string& method, const std::string& model, grpc::StatusCode code,
+                         absl::Duration latency) {
+  requests_->Add({{"method", method}, {"model", model}, {"code", CodeName(code)}}).Increment();
+  request_seconds_->Add({{"method", method}, {"model", model}}, kSecondsBuckets)
+      .Observe(absl::ToDoubleSeconds(latency));
+}
+
+void Metrics::RecordJob(const std::string& model, absl::Duration queued, absl::Duration inference,
+                        int64_t input_tokens, int64_t output_tokens) {
+  queue_seconds_->Add({{"model", model}}, kSecondsBuckets).Observe(absl::ToDoubleSeconds(queued));
+  inference_seconds_->Add({{"model", model}}, kSecondsBuckets)
+      .Observe(absl::ToDoubleSeconds(inference));
+  input_tokens_->Add({{"model", model}}).Increment(static_cast<double>(input_tokens));
+  if (output_tokens > 0) {
+    generated_tokens_->Add({{"model", model}}).Increment(static_cast<double>(output_tokens));
+  }
+}
+
+std::string Metrics::Exposition() const {
+  std::vector<prometheus::MetricFamily> families = registry_pushed_->Collect();
+  std::vector<prometheus::MetricFamily> pulled = pulled_->Collect();
+  families.insert(families.end(), pulled.begin(), pulled.end());
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace rosetta::server
