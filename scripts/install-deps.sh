@@ -11,7 +11,7 @@ packages=(build-essential cmake ninja-build pkg-config
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
              python3-torch python3-numpy python3-sentencepiece
-             python3-grpcio python3-grpc-tools)
+             python3-grpcio python3-grpc-tools prometheus)
 fi
 
 missing=()
