@@ -141,6 +141,9 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
       Embed(model.encoder_embeddings, d, ids[r], r - offsets[s], x + static_cast<int64_t>(r) * d);
     }
   }
+  if (model.encoder_embeddings.norm.present()) {
+    ApplyNorm(config, model.encoder_embeddings.norm, x, rows, x);
+  }
   std::vector<int64_t> score_offsets(num_sentences + 1, 0);
   for (int s = 0; s < num_sentences; ++s) {
     const int64_t length = offsets[s + 1] - offsets[s];

@@ -23,6 +23,18 @@ void PackDecoderWeights(TransformerModel& model) {
   pack(model.output_projection);
 }
 
+void PackEncoderWeights(TransformerModel& model) {
+  if (!PackedGemmSupported()) return;
+  for (EncoderLayerWeights& layer : model.encoder_layers) {
+    for (LinearWeights* w : {&layer.self_attention.qkv, &layer.self_attention.output,
+                             &layer.ffn.inner, &layer.ffn.outer}) {
+      model.packed_storage.push_back(
+          std::make_unique<PackedWeights>(PackWeights(w->weight, w->bias, w->out, w->in)));
+      w->packed = model.packed_storage.back().get();
+    }
+  }
+}
+
 AlignedVector<float> MakeSinusoidalTable(int max_positions, int dim, SinusoidalLayout layout,
                                          int first_time) {
   AlignedVector<float> table(static_cast<size_t>(max_positions) * dim);

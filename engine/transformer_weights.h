@@ -65,13 +65,15 @@ struct DecoderLayerWeights {
   FeedForwardWeights ffn;
 };
 
-// Token embeddings plus absolute positions: x = table[id] * scale + positions[position].
+// Token embeddings plus absolute positions: x = table[id] * scale + positions[position], then
+// LayerNorm(x) when `norm` is present (BERT's embedding LayerNorm; absent in translation models).
 struct EmbeddingWeights {
   const float* table = nullptr;  // [vocab_size x d_model]
   int vocab_size = 0;
   float scale = 1.0f;
   const float* positions = nullptr;  // [max_positions x d_model]; null when the model has none
   int max_positions = 0;
+  LayerNormWeights norm;  // encoder embeddings only
 };
 
 struct TransformerConfig {
@@ -121,6 +123,9 @@ struct TransformerModel {
 // Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
 // Loaders call it once the model is complete.
 void PackDecoderWeights(TransformerModel& model);
+// The same for the encoder layers, for encoders that often run short inputs alone (sentence
+// embeddings: one 32-token text is 32 rows).
+void PackEncoderWeights(TransformerModel& model);
 
 // Layouts of sinusoidal position tables found in checkpoints.
 enum class SinusoidalLayout {
