@@ -156,12 +156,14 @@ def main():
         clients = [threading.Thread(target=send, args=(i,)) for i in range(24)]
         for c in clients:
             c.start()
+        # SIGTERM only once the daemon has accepted all 24 x 8 sentences (running, waiting or
+        # done): the test is about requests accepted before the signal.
         deadline = time.time() + 60
         while time.time() < deadline:
             stats = stub.GetModel(pb.GetModelRequest(), timeout=10).stats
-            if stats.running_sequences > 0 and stats.queued_texts > 0:
+            if stats.running_sequences + stats.queued_texts + stats.sentences == 24 * 8:
                 break
-            time.sleep(0.005)
+            time.sleep(0.002)
         check(stats.running_sequences > 0 and stats.queued_texts > 0,
               "requests are decoding and waiting when SIGTERM is sent", stats)
         daemon.process.send_signal(signal.SIGTERM)
