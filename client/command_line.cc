@@ -88,7 +88,9 @@ std::string FlagsHelp(absl::Span<const absl::string_view> allowed) {
     const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
     if (flag == nullptr) continue;
     absl::StrAppendFormat(&help, "  --%-16s %s", name, flag->Help());
-    const std::string default_value = flag->DefaultValue();
+    // The value before parsing: a command may set its own default (health: a short deadline),
+    // and ROSETTA_ADDRESS replaces the default address.
+    const std::string default_value = flag->CurrentValue();
     if (!default_value.empty() && !flag->IsOfType<bool>()) {
       absl::StrAppend(&help, " (default: ", default_value, ")");
     }

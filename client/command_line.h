@@ -29,7 +29,7 @@ struct ParsedArguments {
 absl::StatusOr<ParsedArguments> ParseArguments(const std::vector<std::string>& args,
                                                absl::Span<const absl::string_view> allowed);
 
-// One line per flag of `allowed`: "  --name  help (default: value)".
+// One line per flag of `allowed`: "  --name  help (default: value)", with the flag's current value.
 std::string FlagsHelp(absl::Span<const absl::string_view> allowed);
 
 }  // namespace rosetta::client

@@ -4,14 +4,19 @@
 //   rosetta encode [--normalize] [--truncate] [--json] [TEXT...]
 //   rosetta models [--json]
 //   rosetta model [NAME]
+//   rosetta health [--service NAME]
 //
 // Texts come from the arguments or, when there are none, one per stdin line, sent --batch_size
 // lines per request; the output has one line per input, in input order. An RPC error prints
 // "rosetta: CODE_NAME: message" and exits with status 1; usage errors exit with status 2.
+// `health` prints the serving status of grpc.health.v1.Health and exits with status 0 only when it
+// is SERVING (a container health check). The environment variable ROSETTA_ADDRESS, when set,
+// replaces the default of --address.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <optional>
@@ -29,9 +34,12 @@
 #include "client/input_batches.h"
 #include "client/output_format.h"
 #include "client/status_names.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
 
-ABSL_FLAG(std::string, address, "localhost:50051", "Address of rosettad, host:port.");
+ABSL_FLAG(std::string, address, "localhost:50051",
+          "Address of rosettad, host:port. The environment variable ROSETTA_ADDRESS, when set, "
+          "replaces this default.");
 ABSL_FLAG(std::string, model, "", "Model name; empty: the server's default model.");
 ABSL_FLAG(double, deadline, 60, "Seconds each request may take; 0: no deadline.");
 ABSL_FLAG(int, batch_size, 32, "Inputs sent per request.");
@@ -55,6 +63,9 @@ ABSL_FLAG(bool, stream, false,
           "input with greedy search, show the tokens on stderr as they are decoded.");
 ABSL_FLAG(bool, normalize, false, "Scale each embedding to unit L2 norm.");
 ABSL_FLAG(bool, truncate, false, "Cut inputs longer than the model's maximum instead of failing.");
+ABSL_FLAG(std::string, service, "",
+          "The service whose health to check: rosetta.v1.Rosetta, or empty for the server as a "
+          "whole.");
 
 namespace rosetta::client {
 namespace {
@@ -71,6 +82,9 @@ constexpr absl::string_view kTranslateFlags[] = {
 constexpr absl::string_view kEncodeFlags[] = {"address", "deadline", "model",     "batch_size",
                                               "tokens",  "json",     "normalize", "truncate"};
 constexpr absl::string_view kModelsFlags[] = {"address", "deadline", "json"};
+constexpr absl::string_view kHealthFlags[] = {"address", "deadline", "service"};
+// A health check must answer quickly or count as failed.
+constexpr double kHealthDefaultDeadline = 5;
 
 constexpr char kUsage[] =
     "Usage: rosetta COMMAND [FLAGS] [ARGS...]\n"
@@ -80,6 +94,8 @@ constexpr char kUsage[] =
     "  encode [TEXT...]     print the embedding of each text (or stdin line)\n"
     "  models               list the models the server has loaded\n"
     "  model [NAME]         print a model's description as JSON (default: the default model)\n"
+    "  health               print the server's health (SERVING, NOT_SERVING); exit status 0\n"
+    "                       only when SERVING\n"
     "\n"
     "Run 'rosetta COMMAND --help' for the flags of a command.\n";
 
@@ -112,14 +128,16 @@ int BadResponse(absl::string_view message) {
   return kExitRpcError;
 }
 
-std::unique_ptr<Rosetta::Stub> Connect() {
+std::shared_ptr<grpc::Channel> Channel() {
   grpc::ChannelArguments arguments;
   // The server bounds what it sends (ModelLimits); large batches of embeddings exceed gRPC's
   // default limit of 4 MiB.
   arguments.SetMaxReceiveMessageSize(-1);
-  return Rosetta::NewStub(grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address),
-                                                    grpc::InsecureChannelCredentials(), arguments));
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address),
+                                   grpc::InsecureChannelCredentials(), arguments);
 }
+
+std::unique_ptr<Rosetta::Stub> Connect() { return Rosetta::NewStub(Channel()); }
 
 void SetDeadline(grpc::ClientContext* context) {
   const double seconds = absl::GetFlag(FLAGS_deadline);
@@ -190,10 +208,12 @@ std::optional<int> ParseCommand(absl::string_view command, absl::string_view arg
                                 absl::Span<const absl::string_view> flags,
                                 const std::vector<std::string>& args,
                                 std::vector<std::string>* positional) {
+  // The defaults shown are the values before parsing.
+  const std::string help = Help(command, arguments_help, flags);
   absl::StatusOr<ParsedArguments> parsed = ParseArguments(args, flags);
   if (!parsed.ok()) return UsageError(parsed.status().message(), command);
   if (parsed->help) {
-    std::cout << Help(command, arguments_help, flags);
+    std::cout << help;
     return 0;
   }
   if (absl::GetFlag(FLAGS_deadline) < 0) return UsageError("--deadline must be >= 0", command);
@@ -413,7 +433,32 @@ int Model(const std::vector<std::string>& args) {
   return PrintJson(response, /*pretty=*/true);
 }
 
+// Checks grpc.health.v1.Health for --service; prints its status. Exit status 0 only when SERVING.
+int Health(const std::vector<std::string>& args) {
+  absl::SetFlag(&FLAGS_deadline, kHealthDefaultDeadline);
+  std::vector<std::string> positional;
+  if (auto exit_status = ParseCommand("health", "", kHealthFlags, args, &positional)) {
+    return *exit_status;
+  }
+  if (!positional.empty()) return UsageError("'health' takes no arguments", "health");
+  using grpc::health::v1::HealthCheckResponse;
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub =
+      grpc::health::v1::Health::NewStub(Channel());
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_service));
+  HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return RpcError(status);
+  std::cout << HealthCheckResponse::ServingStatus_Name(response.status()) << "\n";
+  return response.status() == HealthCheckResponse::SERVING ? 0 : kExitRpcError;
+}
+
 int Run(int argc, char** argv) {
+  if (const char* address = std::getenv("ROSETTA_ADDRESS"); address != nullptr && *address) {
+    absl::SetFlag(&FLAGS_address, address);
+  }
   if (argc < 2) return UsageError("no command given");
   const std::string command = argv[1];
   const std::vector<std::string> args(argv + 2, argv + argc);
@@ -421,6 +466,7 @@ int Run(int argc, char** argv) {
   if (command == "encode") return Encode(args);
   if (command == "models") return Models(args);
   if (command == "model") return Model(args);
+  if (command == "health") return Health(args);
   if (command == "help" || command == "--help" || command == "-h") {
     std::cout << kUsage;
     return 0;

@@ -15,6 +15,7 @@ import math
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -223,6 +224,22 @@ def run_checks(args, address, model_dir, python_client, inputs, stdin_text, refe
         status, out, err = run(python + ["--health", "--service", service, *at])
         check(status == 0 and out.strip() == "SERVING",
               f"rosetta_client.py --health --service '{service}' prints SERVING", out + err)
+        status, out, err = run(client + ["health", "--service", service, *at])
+        check(status == 0 and out == "SERVING\n",
+              f"rosetta health --service '{service}': SERVING, status 0", out + err)
+    status, out, err = run(client + ["health", "--service", "nope", *at])
+    check(status == 1 and "NOT_FOUND" in err, "rosetta health --service nope: NOT_FOUND, status 1",
+          f"status {status}, stdout {out!r}, stderr {err!r}")
+    result = subprocess.run(client + ["health"], capture_output=True, text=True,
+                            timeout=COMMAND_TIMEOUT, env={"ROSETTA_ADDRESS": address})
+    check(result.returncode == 0 and result.stdout == "SERVING\n",
+          "rosetta health with ROSETTA_ADDRESS instead of --address", result.stdout + result.stderr)
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{unused.getsockname()[1]}"
+    status, out, err = run(client + ["health", "--address", nobody, "--deadline", "2"])
+    check(status == 1 and "UNAVAILABLE" in err and out == "",
+          "rosetta health with no server: UNAVAILABLE, status 1", f"status {status}, {err!r}")
 
     # Models.
     status, out, err = run(client + ["models", *at])
