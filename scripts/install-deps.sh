@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Rosetta needs that are not installed yet.
 #   scripts/install-deps.sh          build and run dependencies
-#   scripts/install-deps.sh --test   also what the tests use (PyTorch reference, SentencePiece tools)
+#   scripts/install-deps.sh --test   also what the tests use (PyTorch reference, SentencePiece tools,
+#                                    Prometheus, podman, Node.js)
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
@@ -11,7 +12,11 @@ packages=(build-essential cmake ninja-build pkg-config
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
              python3-torch python3-numpy python3-sentencepiece
-             python3-grpcio python3-grpc-tools prometheus)
+             python3-grpcio python3-grpc-tools prometheus
+             podman runc debootstrap)  # tests/docker_test.sh (podman with runc, as TESTING-TOOLS.md)
+  # tests/deploy_test.sh installs its npm packages itself; it needs node and npm (unless a Node.js
+  # from elsewhere already provides them).
+  command -v npm >/dev/null || packages+=(nodejs npm)
 fi
 
 missing=()
