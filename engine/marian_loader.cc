@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/file_util.h"
-#include "engine/safetensors.h"
+#include "engine/hf_weights.h"
 #include "engine/sentencepiece_codec.h"
 #include "engine/status_macros.h"
 
@@ -237,12 +237,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
   // MarianMT never generates its padding token (bad_words_ids = [[pad_token_id]]).
   c.suppressed_ids = {c.pad_id};
 
-  const std::string weights_path = JoinPath(dir, "model.safetensors");
-  if (!FileExists(weights_path)) {
-    return absl::NotFoundError(
-        absl::StrCat(weights_path, ": missing (only safetensors weights are read)"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, ReadSafetensors(weights_path));
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, ReadHuggingFaceWeights(dir));
   MarianWeightReader r(*file, *model);
   const bool scale = config.BoolOr("scale_embedding", true);
 
@@ -288,7 +283,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
   } else if (config.BoolOr("tie_word_embeddings", true)) {
     projection.weight = model->decoder_embeddings.table;
   } else {
-    return absl::NotFoundError(absl::StrCat(weights_path, ": tensor lm_head.weight is missing"));
+    return absl::NotFoundError(absl::StrCat(file->path(), ": tensor lm_head.weight is missing"));
   }
   if (r.Has("final_logits_bias")) {
     ASSIGN_OR_RETURN(AlignedVector<float> bias,

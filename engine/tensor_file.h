@@ -1,5 +1,6 @@
-// TensorFile: the named tensors of one weights file (CTranslate2 model.bin, safetensors), mapped
-// into memory, with conversion to float32 and errors that name the file and the tensor.
+// TensorFile: the named tensors of one weights file (CTranslate2 model.bin, safetensors, PyTorch
+// pytorch_model.bin, sharded checkpoints), mapped into memory or extracted, with conversion to
+// float32 and errors that name the file and the tensor.
 #ifndef ROSETTA_ENGINE_TENSOR_FILE_H_
 #define ROSETTA_ENGINE_TENSOR_FILE_H_
 
@@ -56,12 +57,27 @@ class MappedFile {
   size_t size_;
 };
 
+class TensorFile;
+
+// Memory that tensors point into, kept alive by their TensorFile: mapped files, bytes extracted
+// from an archive or copied to be contiguous, the files of a sharded checkpoint.
+struct TensorBacking {
+  std::vector<std::unique_ptr<MappedFile>> files;
+  std::vector<AlignedVector<uint8_t>> buffers;
+  std::vector<std::unique_ptr<TensorFile>> parts;
+};
+
 class TensorFile {
  public:
   TensorFile(std::unique_ptr<MappedFile> file, std::map<std::string, RawTensor> tensors)
-      : file_(std::move(file)), tensors_(std::move(tensors)) {}
+      : path_(file->path()), tensors_(std::move(tensors)) {
+    backing_.files.push_back(std::move(file));
+  }
+  // Tensors that point into `backing`; errors name `path`.
+  TensorFile(std::string path, std::map<std::string, RawTensor> tensors, TensorBacking backing)
+      : path_(std::move(path)), tensors_(std::move(tensors)), backing_(std::move(backing)) {}
 
-  const std::string& path() const { return file_->path(); }
+  const std::string& path() const { return path_; }
   const std::map<std::string, RawTensor>& tensors() const { return tensors_; }
   bool Contains(const std::string& name) const { return tensors_.count(name) != 0; }
   // Null when absent.
@@ -85,8 +101,9 @@ class TensorFile {
   absl::Status TensorError(const std::string& name, absl::string_view message) const;
 
  private:
-  std::unique_ptr<MappedFile> file_;
+  std::string path_;
   std::map<std::string, RawTensor> tensors_;
+  TensorBacking backing_;
 };
 
 // Widening conversions.

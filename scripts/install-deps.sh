@@ -6,7 +6,7 @@
 set -euo pipefail
 
 packages=(build-essential cmake ninja-build pkg-config
-          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev
+          libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libzip-dev
           libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto
           prometheus-cpp-dev)
 if [[ "${1:-}" == "--test" ]]; then
