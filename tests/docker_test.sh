@@ -147,6 +147,14 @@ port=$(free_port)
 address="127.0.0.1:$port"
 # Metrics on a free port too (their default, 9400, may be taken on this host).
 metrics_port=$(free_port)
+# The arguments of the Kubernetes Deployment come first (the CPU limit: 1), so that the image's
+# rosettad accepts them; the test's own flags, later, override them.
+deployment_args=($(awk '/^ *args:/ {inside = 1; next}
+                        inside && /^ *- --/ {print $2; next}
+                        inside {exit}' "$source_dir/deploy/kubernetes/deployment.yaml" |
+                   sed 's/\$(ROSETTA_CPU_LIMIT)/1/'))
+check $([[ " ${deployment_args[*]} " == *" --models_dir=/models "* ]]; echo $?) \
+  "deploy/kubernetes/deployment.yaml's rosettad arguments read: ${deployment_args[*]}"
 container=rosetta-docker-test-$$
 cleanup() { pm rm -f -t 0 "$container" >/dev/null 2>&1; }
 trap cleanup EXIT
@@ -155,7 +163,7 @@ trap cleanup EXIT
 # request of the drain test long; --health-interval disable: no systemd timers here, the test runs the health check itself.
 step=$(date +%s)
 if ! pm run -d --name "$container" --network=host --health-interval disable \
-       -e ROSETTA_ADDRESS="$address" -v "$MODEL_DIR:/models/aren:ro" "$IMAGE" \
+       -e ROSETTA_ADDRESS="$address" -v "$MODEL_DIR:/models/aren:ro" "$IMAGE" "${deployment_args[@]}" \
        --models_dir /models --listen "$address" --threads 1 --max_running_sequences 2 \
        --max_texts_per_request "$LONG_TEXTS" --drain_timeout "$DRAIN_TIMEOUT" --metrics_listen "127.0.0.1:$metrics_port" \
        > "$work/run.out" 2>&1; then
@@ -169,7 +177,7 @@ for _ in $(seq 1200); do
   [[ $(pm inspect --format '{{.State.Running}}' "$container") == true ]] || break
   sleep 0.1
 done
-check $serving "the container serves (health SERVING from the host) $(elapsed "$step") s after podman run" \
+check $serving "the container serves with the Deployment's arguments (health SERVING from the host) $(elapsed "$step") s after podman run" \
   "$(pm logs "$container" 2>&1 | tail -20)"
 if [[ $serving != 0 ]]; then echo "$failures check(s) failed"; exit 1; fi
 
