@@ -8,7 +8,7 @@ set -euo pipefail
 packages=(build-essential cmake ninja-build pkg-config
           libopenblas-dev libabsl-dev nlohmann-json3-dev libsentencepiece-dev libutf8proc-dev libzip-dev
           libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc grpc-proto
-          prometheus-cpp-dev)
+          prometheus-cpp-dev libcurl4-openssl-dev libssl-dev)
 if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
              python3-torch python3-numpy python3-sentencepiece

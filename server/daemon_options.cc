@@ -73,14 +73,17 @@ const std::vector<Flag>& Flags() {
          return absl::OkStatus();
        }},
       {"model",
-       "A model to serve, NAME=PATH (a CTranslate2 or Hugging Face Marian directory); repeat for "
-       "more. The first is the default model. PATH alone names it after its directory.",
+       "A model to serve, NAME=PATH: a CTranslate2 or Hugging Face Marian directory, or a Hub "
+       "id org/name[@revision] fetched into the Hugging Face cache (HF_HOME, HF_HUB_CACHE, "
+       "HF_ENDPOINT, HF_TOKEN, HF_HUB_OFFLINE). Repeat for more; the first is the default. PATH "
+       "alone names the model after its last component.",
        [](absl::string_view v, DaemonOptions& o) -> absl::Status {
          ModelSpec spec;
          const size_t eq = v.find('=');
          if (eq == absl::string_view::npos) {
            spec.path = std::string(v);
            absl::string_view trimmed = absl::StripSuffix(v, "/");
+           trimmed = trimmed.substr(0, trimmed.find('@'));  // a Hub id's revision
            spec.name = std::string(trimmed.substr(trimmed.rfind('/') + 1));
          } else {
            spec.name = std::string(v.substr(0, eq));

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "hub/hub_model.h"
 #include "server/model_worker.h"
 
 namespace rosetta::server {
@@ -28,7 +29,10 @@ struct ModelSpec {
 struct DaemonOptions {
   std::string listen = "0.0.0.0:50051";         // host:port; port 0 picks a free port
   std::string metrics_listen = "0.0.0.0:9400";  // Prometheus /metrics; empty: none
-  std::vector<ModelSpec> models;                // the first is the default model
+  // The first is the default model. A path that is not a directory but a Hub id
+  // ("org/name[@revision]") is fetched into the Hugging Face cache.
+  std::vector<ModelSpec> models;
+  hub::HubOptions hub;     // where and how Hub models are fetched (main() fills it)
   std::string models_dir;  // every model directory inside is served, by its name
   int threads = 0;         // engine threads per model; 0: the CPUs available
   BatchingOptions batching;

@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "engine/blas.h"
+#include "hub/hub_model.h"
 #include "server/cpu_count.h"
 #include "server/daemon_options.h"
 #include "server/log.h"
@@ -39,6 +40,8 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   if (options->threads == 0) options->threads = rosetta::server::AvailableCpus();
+  options->hub = rosetta::hub::HubOptionsFromEnvironment();
+  options->hub.log = [](const std::string& line) { rosetta::server::Log(line); };
   // The engine splits GEMMs over its own threads.
   rosetta::SetBlasThreads(1);
   rosetta::server::Log("starting: ", options->threads, " engine threads per model, BLAS kernels ",

@@ -57,7 +57,19 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
       return absl::InvalidArgumentError(absl::StrCat("two models are named \"", spec.name, "\""));
     }
     const auto start = std::chrono::steady_clock::now();
-    absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(spec.path);
+    std::string path = spec.path;
+    if (!std::filesystem::is_directory(path)) {
+      if (std::optional<hub::HubModelId> id = hub::ParseHubModelId(path)) {
+        absl::StatusOr<std::string> fetched = hub::FetchHubModel(*id, options.hub);
+        if (!fetched.ok()) {
+          return absl::Status(fetched.status().code(),
+                              absl::StrCat("model \"", spec.name, "\" (", spec.path,
+                                           "): ", fetched.status().message()));
+        }
+        path = *fetched;
+      }
+    }
+    absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(path);
     if (!model.ok()) {
       return absl::Status(
           model.status().code(),
@@ -80,7 +92,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     served->worker = std::make_unique<ModelWorker>(
         served->model->transformer, batching, observer_for ? observer_for(spec.name) : nullptr);
     const WorkerStats stats = served->worker->Stats();
-    Log("loaded model \"", spec.name, "\" from ", spec.path, " in ",
+    Log("loaded model \"", spec.name, "\" from ",
+        path == spec.path ? path : absl::StrCat(spec.path, " (", path, ")"), " in ",
         absl::StrFormat("%.2f", served->load_seconds), " s: ", served->model->format, " ",
         transformer.config.architecture, ", ", transformer.config.weight_type, " weights, d_model ",
         transformer.config.d_model, ", ", transformer.encoder_layers.size(), "+",

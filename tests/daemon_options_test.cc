@@ -26,6 +26,10 @@ TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
   EXPECT_EQ(options->models[0].name, "en-de");
   EXPECT_EQ(options->models[0].path, "/m/opus");
   EXPECT_EQ(options->models[1].name, "aren");  // named after its directory
+  auto hub = Parse({"--model", "Helsinki-NLP/opus-mt-en-de@v1.0"});
+  ASSERT_TRUE(hub.ok());
+  EXPECT_EQ(hub->models[0].name, "opus-mt-en-de");
+  EXPECT_EQ(hub->models[0].path, "Helsinki-NLP/opus-mt-en-de@v1.0");
   EXPECT_EQ(options->listen, "127.0.0.1:0");
   EXPECT_EQ(options->threads, 3);
   EXPECT_FALSE(options->batching.continuous);

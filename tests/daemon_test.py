@@ -8,6 +8,7 @@ failures.
 """
 
 import argparse
+import os
 import shutil
 import signal
 import subprocess
@@ -47,9 +48,10 @@ def generate_stubs(source, out):
 
 
 class Daemon:
-    def __init__(self, binary, *flags):
-        self.process = subprocess.Popen([binary, "--listen", "127.0.0.1:0", *flags],
-                                        stderr=subprocess.PIPE, text=True)
+    def __init__(self, binary, *flags, env=None):
+        self.process = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics_listen",
+                                         "none", *flags], stderr=subprocess.PIPE, text=True,
+                                        env=env)
         self.log = []
         self.address = None
         self.serving = threading.Event()
@@ -221,6 +223,37 @@ def main():
               "UNAVAILABLE says the server shut down", [r for r in results if r and r[0] != "OK"][:2])
         check(exit_code == 0, "rosettad exits 0 after a drain timeout", exit_code)
         channel.close()
+
+        # --- a model by Hub id, from a fake Hub on loopback; then again with no Hub at all
+        hub_root = Path(tmp) / "hub"
+        shutil.copytree(model, hub_root / "rosetta-test" / "aren")
+        fake_hub = subprocess.Popen([sys.executable, str(Path(args.source) / "tests/reference/fake_hub.py"),
+                                     "--root", str(hub_root)], stdout=subprocess.PIPE, text=True)
+        hub_port = fake_hub.stdout.readline().split()[1]
+        environment = dict(os.environ, HF_HOME=str(Path(tmp) / "hf"),
+                           HF_ENDPOINT=f"http://127.0.0.1:{hub_port}")
+        for attempt in ("downloads", "uses the cache"):
+            daemon = Daemon(args.rosettad, "--model", "rosetta-test/aren", "--threads", "1",
+                            env=environment)
+            served = daemon.serving.wait(60)
+            log = "".join(daemon.log)
+            check(served, f"rosettad serves a Hub model by id ({attempt})", log[-800:])
+            if served:
+                channel = grpc.insecure_channel(daemon.address)
+                reply = rpc.RosettaStub(channel).Translate(
+                    pb.TranslateRequest(model="aren", texts=["آ ت ز م و ن"]), timeout=30)
+                check(reply.translations[0].hypotheses[0].text == "a t z m o n",
+                      f"the Hub model translates ({attempt})")
+                channel.close()
+            if attempt == "downloads":
+                check("downloading rosetta-test/aren/model.bin" in log,
+                      "the log shows a progress line per file", log[-800:])
+            else:
+                check("no network access" in log, "the second start needs no network", log[-800:])
+            daemon.process.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+            fake_hub.terminate()
+            fake_hub.wait(10)
 
     print(f"{len(failures)} failures" if failures else "all checks passed")
     return 1 if failures else 0

@@ -4,6 +4,8 @@
 //
 // CTranslate2 models take space-separated tokens (they come without a tokenizer); Marian models
 // take plain text.
+#include <sys/stat.h>
+
 #include <chrono>
 #include <iostream>
 #include <string>
@@ -16,8 +18,11 @@
 #include "engine/blas.h"
 #include "engine/decoding.h"
 #include "engine/model_loader.h"
+#include "hub/hub_model.h"
 
-ABSL_FLAG(std::string, model, "", "Model directory (CTranslate2 or Hugging Face MarianMT).");
+ABSL_FLAG(
+    std::string, model, "",
+    "Model directory (CTranslate2 or Hugging Face MarianMT), or a Hub id org/name[@revision].");
 ABSL_FLAG(int, beam_size, -1, "Beam size; 1 is greedy search. Default: the model's.");
 ABSL_FLAG(float, length_penalty, 1.0f, "Score = log-prob / length^length_penalty.");
 ABSL_FLAG(int, max_length, 256, "Maximum generated tokens, EOS included.");
@@ -41,8 +46,22 @@ int Run() {
       absl::GetFlag(FLAGS_threads) > 0 ? absl::GetFlag(FLAGS_threads) : rosetta::GetBlasThreads();
   rosetta::SetBlasThreads(1);
   const auto start = std::chrono::steady_clock::now();
+  std::string path = dir;
+  struct stat st;
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    if (std::optional<rosetta::hub::HubModelId> id = rosetta::hub::ParseHubModelId(dir)) {
+      rosetta::hub::HubOptions hub = rosetta::hub::HubOptionsFromEnvironment();
+      hub.log = [](const std::string& line) { std::cerr << "rosetta-translate: " << line << "\n"; };
+      absl::StatusOr<std::string> fetched = rosetta::hub::FetchHubModel(*id, hub);
+      if (!fetched.ok()) {
+        std::cerr << "rosetta-translate: " << fetched.status().message() << "\n";
+        return 1;
+      }
+      path = *fetched;
+    }
+  }
   absl::StatusOr<std::unique_ptr<rosetta::TranslationModel>> model =
-      rosetta::LoadTranslationModel(dir);
+      rosetta::LoadTranslationModel(path);
   if (!model.ok()) {
     std::cerr << "rosetta-translate: " << model.status().message() << "\n";
     return 1;
