@@ -33,12 +33,8 @@ enum Buffer : int {
 };
 static_assert(kPointers < Workspace::kFirstCallerBuffer);
 
-// Up to this many rows the packed kernel beats OpenBLAS, which repacks the weights on every call
-// (bench/gemm_bench, transformer-base shapes).
-constexpr int kMaxPackedRows = 256;
-
 void Linear(const LinearWeights& w, const float* x, int rows, float* y, Workspace& ws) {
-  if (w.packed != nullptr && rows <= kMaxPackedRows) {
+  if (w.packed != nullptr && rows <= w.packed_max_rows) {
     PackedLinear(x, rows, w.in, *w.packed, y, w.out, ws.pool());
     return;
   }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace rosetta {
 
@@ -31,6 +32,7 @@ void PackEncoderWeights(TransformerModel& model) {
       model.packed_storage.push_back(
           std::make_unique<PackedWeights>(PackWeights(w->weight, w->bias, w->out, w->in)));
       w->packed = model.packed_storage.back().get();
+      w->packed_max_rows = std::numeric_limits<int>::max();
     }
   }
 }

@@ -23,6 +23,10 @@ struct LinearWeights {
   int out = 0;
   // The same weights packed for few-row multiplication (decoder steps); null when not packed.
   const PackedWeights* packed = nullptr;
+  // Up to this many rows `packed` is used, OpenBLAS above: 256 for decoder steps
+  // (bench/gemm_bench); every row count for embedding encoders (bench/embedding_bench: 1.15x at
+  // 1,024 rows).
+  int packed_max_rows = 256;
 };
 
 struct LayerNormWeights {
