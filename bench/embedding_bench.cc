@@ -1,0 +1,81 @@
+// Sentences per second of sentence embeddings (issue 3's workload in docs/BENCHMARKS.md): N texts
+// of L tokens ([CLS], L - 2 random ordinary pieces, [SEP]) embedded in batches of B through
+// EmbeddingModel::Embed (pooling and normalisation included). Prints one JSON line per batch size.
+//
+//   embedding_bench --model DIR [--texts 256] [--length 32] [--batch_sizes 1,32] [--threads 2]
+#include <algorithm>
+#include <chrono>
+#include <iostream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "engine/blas.h"
+#include "engine/embedding_model.h"
+
+ABSL_FLAG(std::string, model, "", "Embedding model directory.");
+ABSL_FLAG(int, texts, 256, "Texts per configuration.");
+ABSL_FLAG(int, length, 32, "Ids per text, [CLS] and [SEP] included.");
+ABSL_FLAG(std::string, batch_sizes, "1,32", "Batch sizes.");
+ABSL_FLAG(int, threads, 2, "Threads.");
+ABSL_FLAG(int, seed, 1234, "Seed of the random pieces.");
+
+namespace {
+
+int Run() {
+  rosetta::SetBlasThreads(1);  // the engine splits GEMMs over its own threads
+  auto model = rosetta::LoadEmbeddingModel(absl::GetFlag(FLAGS_model));
+  if (!model.ok()) {
+    std::cerr << model.status() << "\n";
+    return 1;
+  }
+  absl::StatusOr<std::vector<int32_t>> specials = (*model)->Tokenize("", false, nullptr);
+  if (!specials.ok()) {
+    std::cerr << specials.status() << "\n";
+    return 1;
+  }
+  std::mt19937 rng(absl::GetFlag(FLAGS_seed));
+  // BERT vocabularies keep their special and unused pieces below 1000.
+  std::uniform_int_distribution<int> piece(1000, (*model)->vocabulary_size() - 1);
+  const int length = absl::GetFlag(FLAGS_length);
+  std::vector<std::vector<int32_t>> texts(absl::GetFlag(FLAGS_texts));
+  for (auto& text : texts) {
+    text.push_back(specials->front());
+    for (int i = 0; i + 2 < length; ++i) text.push_back(piece(rng));
+    text.push_back(specials->back());
+  }
+  rosetta::ThreadPool pool(absl::GetFlag(FLAGS_threads));
+  rosetta::Workspace workspace;
+  workspace.set_pool(&pool);
+  std::vector<float> out;
+  for (absl::string_view item : absl::StrSplit(absl::GetFlag(FLAGS_batch_sizes), ',')) {
+    const int batch = std::stoi(std::string(item));
+    out.resize(static_cast<size_t>(batch) * (*model)->dimension());
+    auto run_batch = [&](int first) {
+      const int count = std::min<int>(batch, texts.size() - first);
+      (*model)->Embed(std::span(texts).subspan(first, count), workspace, out.data());
+    };
+    run_batch(0);  // warm-up: workspace buffers, page faults
+    const auto start = std::chrono::steady_clock::now();
+    for (int first = 0; first < static_cast<int>(texts.size()); first += batch) run_batch(first);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    std::cout << absl::StrFormat(
+        "{\"impl\": \"rosetta\", \"batch\": %d, \"length\": %d, \"texts\": %d, \"seconds\": %.4f, "
+        "\"sentences_per_second\": %.1f}\n",
+        batch, length, texts.size(), seconds, texts.size() / seconds);
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  rosetta::SelectOpenBlasKernels(argv);
+  absl::ParseCommandLine(argc, argv);
+  return Run();
+}
