@@ -61,7 +61,14 @@ default_ulimits = ["nofile=$(ulimit -Hn):$(ulimit -Hn)", "nproc=4096:4096"]
 runtime = "runc"
 EOF
 export CONTAINERS_CONF="$work/containers.conf"
-pm() { podman --root "$work/storage" --runroot "$work/run" --storage-driver overlay "$@"; }
+# Storage in WORK; the run root (state of running containers) must be a short path (podman
+# refuses more than 50 characters) and the same on every run with this storage.
+runroot=/tmp/rosetta-podman-$(printf '%s' "$work" | md5sum | cut -c1-12)
+pm() { podman --root "$work/storage" --runroot "$runroot" --storage-driver overlay "$@"; }
+if ! pm info >/dev/null 2>"$work/podman-info.err" && grep -q "configuration mismatch" "$work/podman-info.err"; then
+  echo "podman storage in $work/storage made with other settings: starting it anew"
+  rm -rf "$work/storage"
+fi
 pm info >/dev/null 2>"$work/podman-info.err" ||
   skip "podman cannot run here: $(tail -3 "$work/podman-info.err")"
 
