@@ -182,13 +182,14 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
             stats.deadline_exceeded, {{"model", served->name}, {"reason", "deadline"}}, true));
         families[steps].metric.push_back(Value(stats.decoding_steps, model, true));
         families[load].metric.push_back(Value(served->load_seconds, model, false));
-        const auto& config = served->model->transformer->config;
-        families[info].metric.push_back(Value(1,
-                                              {{"model", served->name},
-                                               {"kind", "translation"},
-                                               {"format", served->model->format},
-                                               {"quantization", config.weight_type}},
-                                              false));
+        const bool translates = served->translates();
+        families[info].metric.push_back(
+            Value(1,
+                  {{"model", served->name},
+                   {"kind", translates ? "translation" : "embedding"},
+                   {"format", translates ? served->model->format : "huggingface"},
+                   {"quantization", served->embedder->weight_type()}},
+                  false));
       }
     }
     double cpu = 0, resident = 0, start = 0;

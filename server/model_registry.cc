@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/model_loader.h"
+#include "nlohmann/json.hpp"
 #include "server/log.h"
 
 namespace rosetta::server {
@@ -40,6 +42,54 @@ int PositionsOr(const EmbeddingWeights& embeddings, int fallback) {
   return embeddings.positions != nullptr ? std::min(fallback, embeddings.max_positions) : fallback;
 }
 
+// CTranslate2 directories and Hugging Face Marian ones are translation models; any other
+// config.json goes to the embedding loader, which names unsupported types.
+bool IsTranslationDirectory(const std::string& dir) {
+  namespace fs = std::filesystem;
+  if (fs::exists(fs::path(dir) / "model.bin")) return true;
+  std::ifstream in(fs::path(dir) / "config.json");
+  if (!in) return true;  // LoadTranslationModel explains what is missing
+  nlohmann::json config = nlohmann::json::parse(in, nullptr, false);
+  return config.is_discarded() || !config.is_object() || config.value("model_type", "") == "marian";
+}
+
+absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& path,
+                                                             const DaemonOptions& options,
+                                                             int threads) {
+  absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(path);
+  if (!model.ok()) return model.status();
+  auto served = std::make_unique<ServedModel>();
+  served->model = std::move(*model);
+  const TransformerModel& transformer = *served->model->transformer;
+  // Specials (BOS/EOS) count as tokens: the position table bounds the whole sequence.
+  served->max_tokens_per_text =
+      PositionsOr(transformer.encoder_embeddings, options.limits.max_tokens_per_text);
+  served->max_decoding_length =
+      PositionsOr(transformer.decoder_embeddings, options.batching.max_decoding_length);
+  served->embedder = TranslationEncoderEmbeddings(served->model, served->max_tokens_per_text);
+  return served;
+}
+
+absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& path,
+                                                           const DaemonOptions& options,
+                                                           int threads) {
+  absl::StatusOr<std::unique_ptr<EmbeddingModel>> embedder = LoadEmbeddingModel(path);
+  if (!embedder.ok()) return embedder.status();
+  auto served = std::make_unique<ServedModel>();
+  served->embedder = std::move(*embedder);
+  served->max_tokens_per_text =
+      std::min(options.limits.max_tokens_per_text, served->embedder->max_tokens());
+  return served;
+}
+
+BatchingOptions WorkerOptions(const ServedModel& served, const DaemonOptions& options,
+                              int threads) {
+  BatchingOptions batching = options.batching;
+  batching.max_decoding_length = served.max_decoding_length;
+  batching.num_threads = threads;
+  return batching;
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
@@ -69,40 +119,45 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
         path = *fetched;
       }
     }
-    absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(path);
-    if (!model.ok()) {
+    absl::StatusOr<std::unique_ptr<ServedModel>> loaded =
+        IsTranslationDirectory(path) ? LoadTranslation(path, options, threads)
+                                     : LoadEmbedding(path, options, threads);
+    if (!loaded.ok()) {
       return absl::Status(
-          model.status().code(),
-          absl::StrCat("model \"", spec.name, "\" (", spec.path, "): ", model.status().message()));
+          loaded.status().code(),
+          absl::StrCat("model \"", spec.name, "\" (", spec.path, "): ", loaded.status().message()));
     }
-    auto served = std::make_unique<ServedModel>();
+    std::unique_ptr<ServedModel> served = std::move(*loaded);
     served->name = spec.name;
-    served->model = std::move(*model);
     served->load_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const TransformerModel& transformer = *served->model->transformer;
-    // Specials (BOS/EOS) count as tokens: the position table bounds the whole sequence.
-    served->max_tokens_per_text =
-        PositionsOr(transformer.encoder_embeddings, options.limits.max_tokens_per_text);
-    served->max_decoding_length =
-        PositionsOr(transformer.decoder_embeddings, options.batching.max_decoding_length);
-    BatchingOptions batching = options.batching;
-    batching.max_decoding_length = served->max_decoding_length;
-    batching.num_threads = threads;
+    const BatchingOptions batching = WorkerOptions(*served, options, threads);
     served->worker = std::make_unique<ModelWorker>(
-        served->model->transformer, batching, observer_for ? observer_for(spec.name) : nullptr);
-    const WorkerStats stats = served->worker->Stats();
-    Log("loaded model \"", spec.name, "\" from ",
-        path == spec.path ? path : absl::StrCat(spec.path, " (", path, ")"), " in ",
-        absl::StrFormat("%.2f", served->load_seconds), " s: ", served->model->format, " ",
-        transformer.config.architecture, ", ", transformer.config.weight_type, " weights, d_model ",
-        transformer.config.d_model, ", ", transformer.encoder_layers.size(), "+",
-        transformer.decoder_layers.size(), " layers, vocabularies ",
-        transformer.source_vocab_size(), "/", transformer.target_vocab_size(), "; ",
-        batching.continuous ? "continuous" : "static", " batching, ", threads, " threads, up to ",
-        served->worker->max_beams(), " beams of ", served->max_decoding_length,
-        " tokens, KV cache ", absl::StrFormat("%.1f", stats.cache_bytes_capacity / 1048576.0),
-        " MiB");
+        served->model != nullptr ? served->model->transformer : nullptr, served->embedder.get(),
+        batching, observer_for ? observer_for(spec.name) : nullptr);
+    const EmbeddingModel& embedder = *served->embedder;
+    const std::string from = path == spec.path ? path : absl::StrCat(spec.path, " (", path, ")");
+    const std::string load_time = absl::StrFormat("%.2f", served->load_seconds);
+    if (served->model != nullptr) {
+      const TransformerModel& transformer = *served->model->transformer;
+      const WorkerStats stats = served->worker->Stats();
+      Log("loaded translation model \"", spec.name, "\" from ", from, " in ", load_time,
+          " s: ", served->model->format, " ", transformer.config.architecture, ", ",
+          transformer.config.weight_type, " weights, d_model ", transformer.config.d_model, ", ",
+          transformer.encoder_layers.size(), "+", transformer.decoder_layers.size(),
+          " layers, vocabularies ", transformer.source_vocab_size(), "/",
+          transformer.target_vocab_size(), "; ", batching.continuous ? "continuous" : "static",
+          " batching, ", threads, " threads, up to ", served->worker->max_beams(), " beams of ",
+          served->max_decoding_length, " tokens, KV cache ",
+          absl::StrFormat("%.1f", stats.cache_bytes_capacity / 1048576.0), " MiB");
+    } else {
+      Log("loaded embedding model \"", spec.name, "\" from ", from, " in ", load_time,
+          " s: ", embedder.architecture(), ", ", embedder.weight_type(), " weights, dimension ",
+          embedder.dimension(), ", ", embedder.encoder().encoder_layers.size(), " layers, ",
+          embedder.tokenizer_description(), ", up to ", served->max_tokens_per_text,
+          " tokens; pooling: ", embedder.pooling_description(),
+          embedder.normalizes() ? ", normalized" : "", "; ", threads, " threads");
+    }
     registry->models_.push_back(std::move(served));
   }
   if (registry->models_.empty()) return absl::InvalidArgumentError("no model to serve");

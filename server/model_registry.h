@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/embedding_model.h"
 #include "engine/translation_model.h"
 #include "server/daemon_options.h"
 #include "server/model_worker.h"
@@ -18,11 +19,13 @@ namespace rosetta::server {
 
 struct ServedModel {
   std::string name;
-  std::unique_ptr<TranslationModel> model;
+  std::shared_ptr<const TranslationModel> model;  // null for an embedding-only model
+  std::unique_ptr<EmbeddingModel> embedder;       // Encode: always set
   std::unique_ptr<ModelWorker> worker;
   double load_seconds = 0.0;
   int max_tokens_per_text = 0;  // the request limit capped by the model's positions
   int max_decoding_length = 0;  // the daemon's cap capped by the model's positions
+  bool translates() const { return model != nullptr; }
 };
 
 class ModelRegistry {

@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "engine/sentence_embedding.h"
 
 namespace rosetta::server {
 
@@ -44,25 +43,32 @@ absl::Duration JobTimes::inference() const {
   return started == absl::Time() ? absl::ZeroDuration() : finished - started;
 }
 
-ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> model,
-                         const BatchingOptions& options, WorkerObserver* observer)
-    : model_(std::move(model)),
-      options_(options),
-      observer_(observer),
-      batch_(model_, MakeBatchOptions(*model_, options)) {
-  const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options);
-  max_beams_ = std::min(batch_options.max_beams,
-                        batch_options.cache_pages / PagesPerBeam(options.max_decoding_length));
-  total_pages_ = batch_options.cache_pages;
-  encode_workspace_.set_pool(batch_.pool());
-  stats_.cache_bytes_capacity = batch_options.cache_pages * CachePageBytes(*model_);
+ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> translation,
+                         const EmbeddingModel* embedder, const BatchingOptions& options,
+                         WorkerObserver* observer)
+    : model_(std::move(translation)), embedder_(embedder), options_(options), observer_(observer) {
+  if (model_ != nullptr) {
+    const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options);
+    batch_ = std::make_unique<DecodingBatch>(model_, batch_options);
+    max_beams_ = std::min(batch_options.max_beams,
+                          batch_options.cache_pages / PagesPerBeam(options.max_decoding_length));
+    total_pages_ = batch_options.cache_pages;
+    encode_workspace_.set_pool(batch_->pool());
+    stats_.cache_bytes_capacity = batch_options.cache_pages * CachePageBytes(*model_);
+  } else {
+    own_pool_ = std::make_unique<ThreadPool>(std::max(1, options.num_threads));
+    encode_workspace_.set_pool(own_pool_.get());
+  }
   thread_ = std::thread([this] { Run(); });
 }
 
 ModelWorker::~ModelWorker() { Stop(); }
 
 absl::Status ModelWorker::CheckFits(const DecodingOptions& options) const {
-  const int pages = batch_.PagesFor(options);
+  if (batch_ == nullptr) {
+    return absl::InvalidArgumentError("this model does not translate (it is an embedding model)");
+  }
+  const int pages = batch_->PagesFor(options);
   if (options.beam_size > options_.max_running_sequences || pages > total_pages_) {
     return absl::InvalidArgumentError(
         absl::StrCat("options: beam_size ", options.beam_size, " with max_length ",
@@ -95,6 +101,7 @@ absl::Status ModelWorker::Submit(std::shared_ptr<TranslationJob> job) {
 }
 
 absl::Status ModelWorker::Submit(std::shared_ptr<EncodeJob> job) {
+  if (embedder_ == nullptr) return absl::InvalidArgumentError("this model does not embed");
   const int texts = static_cast<int>(job->inputs.size());
   int64_t tokens = 0;
   for (const auto& input : job->inputs) tokens += static_cast<int64_t>(input.size());
@@ -178,7 +185,7 @@ void ModelWorker::EndJob(Job& job, const absl::Status& status) {
 
 bool ModelWorker::EncodeReady(absl::Time now) const {
   if (encode_queue_.empty()) return false;
-  return stopping_ || !batch_.empty() || encode_queued_tokens_ >= options_.encode_token_budget ||
+  return stopping_ || !BatchEmpty() || encode_queued_tokens_ >= options_.encode_token_budget ||
          now >= encode_queue_.front()->times.arrival + options_.encode_max_wait;
 }
 
@@ -212,7 +219,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
     }
 
     // Admission, oldest first, never skipping the head so that no text starves.
-    if (options_.continuous || batch_.empty()) {
+    if (batch_ != nullptr && (options_.continuous || batch_->empty())) {
       int tokens = 0;
       int beams = 0;
       int pages = 0;
@@ -221,11 +228,11 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
         const int length = static_cast<int>(next.job->sources[next.index].size());
         const DecodingOptions& o = next.job->options;
         if (!admit.empty() && tokens + length > options_.batch_token_budget) break;
-        if (beams + o.beam_size > batch_.free_beams()) break;
-        if (pages + batch_.PagesFor(o) > batch_.free_pages()) break;
+        if (beams + o.beam_size > batch_->free_beams()) break;
+        if (pages + batch_->PagesFor(o) > batch_->free_pages()) break;
         tokens += length;
         beams += o.beam_size;
-        pages += batch_.PagesFor(o);
+        pages += batch_->PagesFor(o);
         admit.push_back(std::move(translate_queue_.front()));
         translate_queue_.pop_front();
         --queued_texts_;
@@ -246,7 +253,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
       }
     }
 
-    if (!admit.empty() || !encode.empty() || !batch_.empty() || !expired_texts.empty() ||
+    if (!admit.empty() || !encode.empty() || !BatchEmpty() || !expired_texts.empty() ||
         !expired_encodes.empty()) {
       return true;
     }
@@ -278,7 +285,7 @@ void ModelWorker::Run() {
     SweepRunning(now);
     if (!encode.empty()) RunEncodeBatch(encode);
     if (!admit.empty()) AdmitTexts(admit);
-    if (!batch_.empty()) StepBatch();
+    if (!BatchEmpty()) StepBatch();
   }
   FailEverything(absl::UnavailableError("the server shut down before the request finished"));
 }
@@ -289,7 +296,7 @@ void ModelWorker::SweepRunning(absl::Time now) {
     TranslationJob& job = *it->second.job;
     absl::Status why = job.done ? absl::CancelledError("the request ended") : Expired(job, now);
     if (!why.ok()) {
-      batch_.Cancel(it->first);
+      batch_->Cancel(it->first);
       EndJob(job, why);
       it = running_.erase(it);
       swept = true;
@@ -299,8 +306,8 @@ void ModelWorker::SweepRunning(absl::Time now) {
   }
   if (swept) {
     absl::MutexLock lock(&mu_);
-    stats_.running_sequences = batch_.num_sentences();
-    stats_.cache_bytes_in_use = batch_.cache().bytes_in_use();
+    stats_.running_sequences = batch_->num_sentences();
+    stats_.cache_bytes_in_use = batch_->cache().bytes_in_use();
   }
 }
 
@@ -312,7 +319,7 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
   }
   absl::StatusOr<std::vector<DecodingBatch::SequenceId>> ids;
   try {
-    ids = batch_.Admit(requests);
+    ids = batch_->Admit(requests);
   } catch (const std::exception& e) {
     ids = absl::InternalError(absl::StrCat("the engine failed to encode the batch: ", e.what()));
   }
@@ -339,14 +346,14 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
 }
 
 void ModelWorker::StepBatch() {
-  const int sequences = batch_.num_sentences();
-  const int rows = batch_.num_beams();
+  const int sequences = batch_->num_sentences();
+  const int rows = batch_->num_beams();
   std::vector<DecodingBatch::Finished> finished;
   try {
-    finished = batch_.Step();
+    finished = batch_->Step();
   } catch (const std::exception& e) {
     for (auto& [id, text] : running_) {
-      batch_.Cancel(id);
+      batch_->Cancel(id);
       EndJob(*text.job, absl::InternalError(absl::StrCat("the engine failed: ", e.what())));
     }
     running_.clear();
@@ -361,8 +368,8 @@ void ModelWorker::StepBatch() {
     stats_.sentences += static_cast<int64_t>(finished.size());
     stats_.max_batch_sequences = std::max(stats_.max_batch_sequences, sequences);
     stats_.max_batch_rows = std::max(stats_.max_batch_rows, rows);
-    stats_.running_sequences = batch_.num_sentences();
-    stats_.cache_bytes_in_use = batch_.cache().bytes_in_use();
+    stats_.running_sequences = batch_->num_sentences();
+    stats_.cache_bytes_in_use = batch_->cache().bytes_in_use();
   }
   for (DecodingBatch::Finished& result : finished) {
     auto it = running_.find(result.id);
@@ -376,7 +383,7 @@ void ModelWorker::StepBatch() {
   }
   for (auto& [id, text] : running_) {
     if (!text.job->stream_tokens || text.job->done || !text.job->on_tokens) continue;
-    const std::vector<int32_t>* tokens = batch_.BestTokens(id);
+    const std::vector<int32_t>* tokens = batch_->BestTokens(id);
     if (tokens == nullptr || tokens->size() <= text.streamed) continue;
     text.job->on_tokens(text.index, *tokens, static_cast<int>(tokens->size() - text.streamed));
     text.streamed = tokens->size();
@@ -393,16 +400,18 @@ void ModelWorker::RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs) 
     }
   }
   const int texts = static_cast<int>(offsets.size()) - 1;
-  const int d = model_->config.d_model;
+  const int d = embedder_->dimension();
   if (observer_ != nullptr) observer_->OnEncodeBatch(texts, static_cast<int>(ids.size()));
   const absl::Time started = absl::Now();
   for (auto& job : jobs) job->times.started = started;
   absl::Status status;
-  // Jobs differ in whether they normalise: pool without, then normalise per job.
+  // Jobs differ in whether they normalise: embed as the model does, then normalise per job.
   embeddings_.resize(static_cast<size_t>(texts) * d);
+  std::vector<std::vector<int32_t>> inputs;
+  inputs.reserve(texts);
+  for (const auto& job : jobs) inputs.insert(inputs.end(), job->inputs.begin(), job->inputs.end());
   try {
-    MeanPooledEncoderEmbeddings(*model_, ids, offsets, /*normalize=*/false, encode_workspace_,
-                                embeddings_.data());
+    embedder_->Embed(inputs, encode_workspace_, embeddings_.data());
   } catch (const std::exception& e) {
     status = absl::InternalError(absl::StrCat("the engine failed to encode: ", e.what()));
   }
@@ -434,7 +443,7 @@ void ModelWorker::RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs) 
 
 void ModelWorker::FailEverything(const absl::Status& status) {
   for (auto& [id, text] : running_) {
-    batch_.Cancel(id);
+    batch_->Cancel(id);
     EndJob(*text.job, status);
   }
   running_.clear();
@@ -447,7 +456,7 @@ void ModelWorker::FailEverything(const absl::Status& status) {
     queued_texts_ = 0;
     encode_queued_tokens_ = 0;
     stats_.running_sequences = 0;
-    stats_.cache_bytes_in_use = batch_.cache().bytes_in_use();
+    stats_.cache_bytes_in_use = batch_ != nullptr ? batch_->cache().bytes_in_use() : 0;
   }
   for (QueuedText& text : texts) EndJob(*text.job, status);
   for (auto& job : encodes) EndJob(*job, status);

@@ -32,6 +32,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "engine/decoding.h"
+#include "engine/embedding_model.h"
+#include "engine/thread_pool.h"
 #include "engine/transformer.h"
 
 namespace rosetta::server {
@@ -127,9 +129,11 @@ class WorkerObserver {
 
 class ModelWorker {
  public:
-  // `observer`, when not null, must outlive the worker.
-  ModelWorker(std::shared_ptr<const TransformerModel> model, const BatchingOptions& options,
-              WorkerObserver* observer = nullptr);
+  // `translation` is the encoder-decoder that Translate jobs use, null for an embedding-only
+  // model; `embedder` serves Encode jobs. `embedder` and `observer` (when not null) must outlive
+  // the worker.
+  ModelWorker(std::shared_ptr<const TransformerModel> translation, const EmbeddingModel* embedder,
+              const BatchingOptions& options, WorkerObserver* observer = nullptr);
   ModelWorker(const ModelWorker&) = delete;
   ModelWorker& operator=(const ModelWorker&) = delete;
   // Stops the worker (see Stop).
@@ -137,7 +141,8 @@ class ModelWorker {
 
   // Queues a job. Fails at once, without calling on_done, with RESOURCE_EXHAUSTED when the queue
   // cannot take its texts, INVALID_ARGUMENT when its options could never fit in the running
-  // batch (see CheckFits) or UNAVAILABLE when the worker is stopping. Sets job->times.arrival.
+  // batch (see CheckFits) or the model does not translate, or UNAVAILABLE when the worker is
+  // stopping. Sets job->times.arrival.
   // REQUIRES: at least one input; options within the worker's limits.
   absl::Status Submit(std::shared_ptr<TranslationJob> job);
   absl::Status Submit(std::shared_ptr<EncodeJob> job);
@@ -187,14 +192,18 @@ class ModelWorker {
   absl::Status Expired(const Job& job, absl::Time now) const;
   void FailEverything(const absl::Status& status);
 
-  const std::shared_ptr<const TransformerModel> model_;
+  bool BatchEmpty() const { return batch_ == nullptr || batch_->empty(); }
+
+  const std::shared_ptr<const TransformerModel> model_;  // null: embedding only
+  const EmbeddingModel* const embedder_;
   const BatchingOptions options_;
   WorkerObserver* const observer_;
   int max_beams_ = 0;
   int total_pages_ = 0;
 
   // Worker thread only.
-  DecodingBatch batch_;
+  std::unique_ptr<DecodingBatch> batch_;  // null: embedding only
+  std::unique_ptr<ThreadPool> own_pool_;  // the engine's threads when there is no batch
   Workspace encode_workspace_;
   std::unordered_map<DecodingBatch::SequenceId, RunningText> running_;
   std::vector<float> embeddings_;

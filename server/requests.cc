@@ -22,7 +22,6 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
                                                                  const RequestLimits& limits,
                                                                  bool truncate,
                                                                  std::vector<bool>* truncated) {
-  const TranslationModel& model = *served.model;
   const bool has_texts = request.texts_size() > 0;
   const bool has_tokens = request.tokenized_size() > 0;
   if (has_texts && has_tokens) {
@@ -37,6 +36,11 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
     return absl::InvalidArgumentError(absl::StrCat(field, " has ", count, " inputs; the limit is ",
                                                    limits.max_texts_per_request,
                                                    " (max_texts_per_request)"));
+  }
+  if (has_tokens && !served.translates()) {
+    return absl::InvalidArgumentError(
+        "tokenized inputs are for translation models (their source vocabulary); this model "
+        "takes texts");
   }
   const int max_tokens = served.max_tokens_per_text;
   const int64_t max_bytes = kMaxBytesPerToken * max_tokens;
@@ -57,6 +61,34 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
         return absl::InvalidArgumentError(
             absl::StrCat(name, " is not valid UTF-8 (at byte ", bad, ")"));
       }
+      if (!served.translates()) {
+        // The embedding model's own tokenizer (WordPiece, ...) with its special tokens.
+        bool cut = false;
+        absl::StatusOr<std::vector<int32_t>> ids =
+            served.embedder->Tokenize(text, /*truncate=*/true, &cut);
+        if (!ids.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
+        }
+        if ((cut || static_cast<int>(ids->size()) > max_tokens) && !truncate) {
+          return absl::InvalidArgumentError(absl::StrCat(name, " has more than ", max_tokens,
+                                                         " tokens; the limit is ", max_tokens,
+                                                         " (max_tokens_per_text)"));
+        }
+        if (static_cast<int>(ids->size()) > max_tokens) {
+          ids->resize(max_tokens);  // the daemon's limit is below the model's own
+          cut = true;
+        }
+        total_tokens += static_cast<int64_t>(ids->size());
+        if (total_tokens > limits.max_tokens_per_request) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("the request has more than ", limits.max_tokens_per_request,
+                           " tokens (max_tokens_per_request), counted up to ", name));
+        }
+        if (truncated != nullptr) truncated->push_back(cut);
+        inputs.push_back(std::move(*ids));
+        continue;
+      }
+      const TranslationModel& model = *served.model;
       absl::StatusOr<std::vector<std::string>> pieces = model.codec->Tokenize(text);
       if (!pieces.ok()) {
         return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
@@ -82,6 +114,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
         tokens.push_back(token);
       }
     }
+    const TranslationModel& model = *served.model;
     absl::StatusOr<std::vector<int32_t>> ids = model.SourceIds(tokens);
     if (!ids.ok())
       return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
@@ -154,6 +187,10 @@ int64_t InvalidUtf8Offset(absl::string_view text) {
 absl::StatusOr<PreparedTranslation> PrepareTranslation(const v1::TranslateRequest& request,
                                                        const ServedModel& model,
                                                        const RequestLimits& limits) {
+  if (!model.translates()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model \"", model.name, "\" is an embedding model: it does not translate (use Encode)"));
+  }
   PreparedTranslation prepared;
   const v1::TranslateOptions& o = request.options();
   DecodingOptions& options = prepared.options;
@@ -217,39 +254,54 @@ void FillTranslation(const TranslationModel& model, const DecodingBatch::Finishe
 
 void FillModelInfo(const ServedModel& served, bool is_default, const RequestLimits& limits,
                    v1::ModelInfo* out) {
-  const TranslationModel& model = *served.model;
-  const TransformerModel& transformer = *model.transformer;
+  const EmbeddingModel& embedder = *served.embedder;
   out->set_name(served.name);
-  out->set_kind(v1::MODEL_KIND_TRANSLATION);
-  out->set_architecture(transformer.config.architecture);
-  out->set_format(model.format);
-  out->set_path(model.path);
   out->set_is_default(is_default);
-  out->set_source_vocabulary_size(transformer.source_vocab_size());
-  out->set_target_vocabulary_size(transformer.target_vocab_size());
-  out->set_embedding_dimension(transformer.config.d_model);
-  out->set_encoder_layers(static_cast<int>(transformer.encoder_layers.size()));
-  out->set_decoder_layers(static_cast<int>(transformer.decoder_layers.size()));
-  out->set_quantization(transformer.config.weight_type);
-  out->set_tokenizer(std::string(model.codec->name()));
-  out->set_pooling("mean of the encoder's final states (special tokens included)");
-  v1::TranslateOptions* defaults = out->mutable_default_options();
-  defaults->set_beam_size(model.default_options.beam_size);
-  defaults->set_num_hypotheses(1);
-  defaults->set_length_penalty(model.default_options.length_penalty);
-  defaults->set_max_length(std::min(model.default_options.max_length, served.max_decoding_length));
-  defaults->set_min_length(model.default_options.min_length);
+  out->set_embedding_dimension(embedder.dimension());
+  out->set_encoder_layers(static_cast<int>(embedder.encoder().encoder_layers.size()));
+  out->set_pooling(embedder.pooling_description() +
+                   (embedder.normalizes() ? ", normalized to unit length" : ""));
+  out->set_path(embedder.path());
   const BatchingOptions& batching = served.worker->options();
   v1::ModelLimits* l = out->mutable_limits();
   l->set_max_texts_per_request(limits.max_texts_per_request);
   l->set_max_tokens_per_text(served.max_tokens_per_text);
   l->set_max_tokens_per_request(limits.max_tokens_per_request);
-  l->set_max_decoding_length(served.max_decoding_length);
-  l->set_max_beam_size(limits.max_beam_size);
   l->set_max_queued_texts(batching.max_queued_texts);
-  l->set_batch_token_budget(batching.batch_token_budget);
-  l->set_max_running_sequences(served.worker->max_beams());
-  out->set_batching(batching.continuous ? "continuous" : "static");
+  if (served.translates()) {
+    const TranslationModel& model = *served.model;
+    const TransformerModel& transformer = *model.transformer;
+    out->set_kind(v1::MODEL_KIND_TRANSLATION);
+    out->set_architecture(transformer.config.architecture);
+    out->set_format(model.format);
+    out->set_path(model.path);
+    out->set_source_vocabulary_size(transformer.source_vocab_size());
+    out->set_target_vocabulary_size(transformer.target_vocab_size());
+    out->set_decoder_layers(static_cast<int>(transformer.decoder_layers.size()));
+    out->set_quantization(transformer.config.weight_type);
+    out->set_tokenizer(std::string(model.codec->name()));
+    v1::TranslateOptions* defaults = out->mutable_default_options();
+    defaults->set_beam_size(model.default_options.beam_size);
+    defaults->set_num_hypotheses(1);
+    defaults->set_length_penalty(model.default_options.length_penalty);
+    defaults->set_max_length(
+        std::min(model.default_options.max_length, served.max_decoding_length));
+    defaults->set_min_length(model.default_options.min_length);
+    l->set_max_decoding_length(served.max_decoding_length);
+    l->set_max_beam_size(limits.max_beam_size);
+    l->set_batch_token_budget(batching.batch_token_budget);
+    l->set_max_running_sequences(served.worker->max_beams());
+    out->set_batching(batching.continuous ? "continuous" : "static");
+  } else {
+    out->set_kind(v1::MODEL_KIND_EMBEDDING);
+    out->set_architecture(embedder.architecture());
+    out->set_format("huggingface");
+    out->set_source_vocabulary_size(embedder.vocabulary_size());
+    out->set_quantization(embedder.weight_type());
+    out->set_tokenizer(embedder.tokenizer_description());
+    l->set_batch_token_budget(batching.encode_token_budget);
+    out->set_batching("token budget");
+  }
   const WorkerStats stats = served.worker->Stats();
   v1::ModelStats* s = out->mutable_stats();
   s->set_requests(stats.translation_jobs + stats.encode_jobs);

@@ -398,7 +398,7 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
   absl::StatusOr<PreparedEncode> prepared = PrepareEncode(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 
-  const int dimension = model.model->transformer->config.d_model;
+  const int dimension = model.embedder->dimension();
   response->set_model(model.name);
   response->set_dimension(dimension);
   int64_t input_tokens = 0;

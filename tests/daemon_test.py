@@ -90,9 +90,9 @@ def main():
         from rosetta.v1 import rosetta_pb2_grpc as rpc
 
         # --- start-up failures
-        result = subprocess.run([args.rosettad, "--listen", "127.0.0.1:0", "--model",
-                                 "broken=/nonexistent/model"], capture_output=True, text=True,
-                                timeout=60)
+        result = subprocess.run([args.rosettad, "--listen", "127.0.0.1:0", "--metrics_listen",
+                                 "none", "--model", "broken=/nonexistent/model"],
+                                capture_output=True, text=True, timeout=60)
         check(result.returncode == 1 and "/nonexistent/model" in result.stderr,
               "a model that fails to load stops start-up with exit 1 and names the path",
               result.stderr)

@@ -33,8 +33,12 @@ class ModelWorkerTest : public ::testing::Test {
     auto model = LoadTranslationModel(testing::ArenModel("v2/aren-transliteration"));
     ASSERT_TRUE(model.ok()) << model.status();
     model_ = std::move(*model).release();
+    // The encoder behind Encode jobs: a non-owning handle on the suite's model.
+    embedder_ = TranslationEncoderEmbeddings(
+        std::shared_ptr<const TranslationModel>(model_, [](const TranslationModel*) {}), 512);
   }
   static void TearDownTestSuite() {
+    embedder_.reset();
     delete model_;
     model_ = nullptr;
   }
@@ -90,14 +94,16 @@ class ModelWorkerTest : public ::testing::Test {
   }
 
   static TranslationModel* model_;
+  static std::unique_ptr<EmbeddingModel> embedder_;
 };
 
 TranslationModel* ModelWorkerTest::model_ = nullptr;
+std::unique_ptr<EmbeddingModel> ModelWorkerTest::embedder_;
 
 TEST_F(ModelWorkerTest, ConcurrentJobsGetTheirOwnResults) {
   BatchingOptions options;
   options.num_threads = 2;
-  ModelWorker worker(model_->transformer, options);
+  ModelWorker worker(model_->transformer, embedder_.get(), options);
   constexpr int kJobs = 12;
   std::vector<Outcome> outcomes(kJobs);
   std::vector<std::promise<void>> done(kJobs);
@@ -138,7 +144,7 @@ TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
     SCOPED_TRACE(continuous ? "continuous" : "static");
     BatchingOptions options;
     options.continuous = continuous;
-    ModelWorker worker(model_->transformer, options);
+    ModelWorker worker(model_->transformer, embedder_.get(), options);
     DecodingOptions long_options;
     long_options.beam_size = 1;
     long_options.min_length = 250;
@@ -182,7 +188,7 @@ TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
   BatchingOptions options;
   options.max_queued_texts = 4;
   options.max_running_sequences = 1;  // the first text runs, the rest wait
-  ModelWorker worker(model_->transformer, options);
+  ModelWorker worker(model_->transformer, embedder_.get(), options);
   DecodingOptions slow;
   slow.beam_size = 1;
   slow.min_length = slow.max_length = 250;
@@ -209,7 +215,7 @@ TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
 TEST_F(ModelWorkerTest, CancelledAndExpiredJobsLeaveQueueAndBatch) {
   BatchingOptions options;
   options.max_running_sequences = 2;
-  ModelWorker worker(model_->transformer, options);
+  ModelWorker worker(model_->transformer, embedder_.get(), options);
   DecodingOptions slow;
   slow.beam_size = 2;
   slow.min_length = slow.max_length = 250;
@@ -257,7 +263,7 @@ TEST_F(ModelWorkerTest, CancelledAndExpiredJobsLeaveQueueAndBatch) {
 TEST_F(ModelWorkerTest, StopEndsEveryJobWithUnavailable) {
   BatchingOptions options;
   options.max_running_sequences = 1;
-  auto worker = std::make_unique<ModelWorker>(model_->transformer, options);
+  auto worker = std::make_unique<ModelWorker>(model_->transformer, embedder_.get(), options);
   DecodingOptions slow;
   slow.beam_size = 1;
   slow.min_length = slow.max_length = 250;
@@ -276,7 +282,7 @@ TEST_F(ModelWorkerTest, StopEndsEveryJobWithUnavailable) {
 }
 
 TEST_F(ModelWorkerTest, GreedyTokensAreStreamedAsDecoded) {
-  ModelWorker worker(model_->transformer, BatchingOptions{});
+  ModelWorker worker(model_->transformer, embedder_.get(), BatchingOptions{});
   DecodingOptions greedy;
   greedy.beam_size = 1;
   Outcome outcome;
@@ -293,7 +299,7 @@ TEST_F(ModelWorkerTest, GreedyTokensAreStreamedAsDecoded) {
 TEST_F(ModelWorkerTest, EncodeJobsAreBatchedAndEqualAlone) {
   BatchingOptions options;
   options.encode_max_wait = absl::Milliseconds(200);  // long enough to collect all below
-  ModelWorker worker(model_->transformer, options);
+  ModelWorker worker(model_->transformer, embedder_.get(), options);
   constexpr int kJobs = 6;
   std::vector<std::vector<float>> results(kJobs);
   std::vector<absl::Status> statuses(kJobs);

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "engine/embedding_model.h"
 #include "engine/model_loader.h"
 #include "gmock/gmock.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -581,6 +582,81 @@ TEST_F(ServerTest, ListsModelsAndEncodes) {
     for (float v : e.values()) norm += v * v;
     EXPECT_NEAR(norm, 1.0, 1e-5);
   }
+}
+
+// An embedding-only model (BERT, sentence-transformers layout) beside a translation model.
+TEST_F(ServerTest, ServesAnEmbeddingModel) {
+  const char* bert = std::getenv("ROSETTA_BERT_MODEL");
+  if (bert == nullptr) GTEST_SKIP() << "ROSETTA_BERT_MODEL is not set (ctest sets it)";
+  DaemonOptions options = Options();
+  options.models.push_back({"bert", bert});
+  StartServer(options);
+  grpc::ClientContext list_context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&list_context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 3);
+  const v1::ModelInfo& info = list.models(2);
+  EXPECT_EQ(info.kind(), v1::MODEL_KIND_EMBEDDING);
+  EXPECT_EQ(info.decoder_layers(), 0);
+  EXPECT_THAT(info.pooling(), HasSubstr("normalized"));
+
+  // The daemon's vectors are the engine's.
+  auto engine = LoadEmbeddingModel(bert);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::vector<std::string> texts = {"Hello, world!", "The café is closed on Mondays.",
+                                          "短い文", "a"};
+  v1::EncodeRequest request;
+  request.set_model("bert");
+  for (const auto& t : texts) request.add_texts(t);
+  v1::EncodeResponse response;
+  grpc::ClientContext context;
+  grpc::Status status = stub_->Encode(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  ASSERT_EQ(response.embeddings_size(), static_cast<int>(texts.size()));
+  EXPECT_EQ(response.dimension(), (*engine)->dimension());
+  Workspace workspace;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto ids = (*engine)->Tokenize(texts[i], false, nullptr);
+    ASSERT_TRUE(ids.ok());
+    std::vector<float> expected((*engine)->dimension());
+    (*engine)->Embed(std::span(&*ids, 1), workspace, expected.data());
+    EXPECT_EQ(response.embeddings(i).tokens(), static_cast<int>(ids->size()));
+    for (int j = 0; j < (*engine)->dimension(); ++j) {
+      ASSERT_NEAR(response.embeddings(i).values(j), expected[j], 1e-5) << texts[i];
+    }
+  }
+
+  // What an embedding model refuses.
+  v1::TranslateRequest translate;
+  translate.set_model("bert");
+  translate.add_texts("hello");
+  v1::TranslateResponse translated;
+  status = Translate(translate, &translated);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("is an embedding model"));
+  v1::EncodeRequest tokenized;
+  tokenized.set_model("bert");
+  tokenized.add_tokenized()->add_tokens("hello");
+  grpc::ClientContext context2;
+  status = stub_->Encode(&context2, tokenized, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("takes texts"));
+  // Too long: refused, or cut when asked.
+  v1::EncodeRequest long_text;
+  long_text.set_model("bert");
+  std::string words;
+  for (int i = 0; i < 600; ++i) words += "word ";
+  long_text.add_texts(words);
+  grpc::ClientContext context3;
+  status = stub_->Encode(&context3, long_text, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("(max_tokens_per_text)"));
+  long_text.set_truncate(true);
+  grpc::ClientContext context4;
+  status = stub_->Encode(&context4, long_text, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.embeddings(0).truncated());
+  EXPECT_EQ(response.embeddings(0).tokens(), info.limits().max_tokens_per_text());
 }
 
 TEST_F(ServerTest, ServesEveryModelOfAModelsDirectory) {
