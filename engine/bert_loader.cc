@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/file_util.h"
+#include "engine/hf_weights.h"
 #include "engine/safetensors.h"
 #include "engine/status_macros.h"
 
@@ -139,12 +140,8 @@ absl::StatusOr<std::shared_ptr<TransformerModel>> LoadBertWeights(const std::str
   c.architecture = absl::StrCat("BertModel (Hugging Face), ", shape.layers, " layers, hidden ", d,
                                 ", ", c.num_heads, " heads, FFN ", shape.ffn);
 
-  const std::string weights_path = JoinPath(dir, "model.safetensors");
-  if (!FileExists(weights_path)) {
-    return absl::NotFoundError(
-        absl::StrCat(weights_path, ": missing (only safetensors weights are read)"));
-  }
-  ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, ReadSafetensors(weights_path));
+  // model.safetensors, sharded safetensors or pytorch_model.bin, whichever the directory holds.
+  ASSIGN_OR_RETURN(std::unique_ptr<TensorFile> file, ReadHuggingFaceWeights(dir));
   // BertModel saves its tensors unprefixed; the task models (BertForMaskedLM, ...) under "bert.".
   std::string prefix;
   for (const char* candidate : {"", "bert."}) {

@@ -294,5 +294,29 @@ TEST(EmbeddingModelTest, MissingDirectoryIsNotFound) {
   EXPECT_EQ(model.status().code(), absl::StatusCode::kNotFound);
 }
 
+// The same BERT checkpoint saved by torch.save as pytorch_model.bin embeds exactly as the
+// safetensors one (ROSETTA_BERT_PYTORCH: a copy of ROSETTA_BERT_FIXTURE's model, made by
+// tests/reference/make_pytorch_fixture.py).
+TEST(BertPytorchTest, PytorchCheckpointEmbedsLikeSafetensors) {
+  const char* fixture = std::getenv("ROSETTA_BERT_FIXTURE");
+  const char* pytorch = std::getenv("ROSETTA_BERT_PYTORCH");
+  if (fixture == nullptr || pytorch == nullptr) GTEST_SKIP() << "run through ctest";
+  ASSERT_FALSE(std::filesystem::exists(JoinPath(pytorch, "model.safetensors")));
+  auto a = LoadEmbeddingModel(JoinPath(fixture, "model"));
+  auto b = LoadEmbeddingModel(pytorch);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  const std::vector<std::string> texts = {"Hello, world!", "Ünïcödé and CJK 漢字", "x"};
+  Workspace workspace;
+  for (const std::string& text : texts) {
+    auto ids = (*a)->Tokenize(text, false, nullptr);
+    ASSERT_TRUE(ids.ok());
+    std::vector<float> x((*a)->dimension()), y((*b)->dimension());
+    (*a)->Embed(std::span(&*ids, 1), workspace, x.data());
+    (*b)->Embed(std::span(&*ids, 1), workspace, y.data());
+    EXPECT_EQ(x, y) << text;
+  }
+}
+
 }  // namespace
 }  // namespace rosetta
