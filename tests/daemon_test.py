@@ -96,6 +96,15 @@ def main():
         check(result.returncode == 1 and "/nonexistent/model" in result.stderr,
               "a model that fails to load stops start-up with exit 1 and names the path",
               result.stderr)
+        t5 = Path(tmp) / "t5"
+        t5.mkdir()
+        (t5 / "config.json").write_text('{"model_type": "t5"}')
+        result = subprocess.run([args.rosettad, "--listen", "127.0.0.1:0", "--metrics_listen",
+                                 "none", "--model", f"t5={t5}"], capture_output=True, text=True,
+                                timeout=60)
+        check(result.returncode == 1 and '"t5" is not supported' in result.stderr and
+              "supported:" in result.stderr and "marian" in result.stderr,
+              "an unsupported architecture is named, with what is supported", result.stderr)
         result = subprocess.run([args.rosettad, "--model", str(model), "--threads", "many"],
                                 capture_output=True, text=True, timeout=60)
         check(result.returncode == 2 and "--threads" in result.stderr,
