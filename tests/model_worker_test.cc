@@ -180,7 +180,9 @@ TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
     ASSERT_TRUE(short_outcome.status.ok());
     EXPECT_EQ(long_outcome.results[0][0].tokens.size(), 250u);
     EXPECT_EQ(order, continuous ? std::vector<int>({1, 0}) : std::vector<int>({0, 1}));
-    if (continuous) EXPECT_EQ(worker.Stats().max_batch_sequences, 2);
+    if (continuous) {
+      EXPECT_EQ(worker.Stats().max_batch_sequences, 2);
+    }
   }
 }
 

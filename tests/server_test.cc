@@ -77,7 +77,9 @@ class ServerTest : public ::testing::Test {
     channel_ = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
     stub_ = v1::Rosetta::NewStub(channel_);
     health_ = grpc::health::v1::Health::NewStub(channel_);
-    if (load) ASSERT_TRUE(server_->LoadModels().ok());
+    if (load) {
+      ASSERT_TRUE(server_->LoadModels().ok());
+    }
   }
 
   void TearDown() override {
