@@ -3,10 +3,13 @@
 #
 #   docker build -t rosetta .                      (podman: add --format docker to keep HEALTHCHECK)
 #   docker run -p 50051:50051 -p 9400:9400 -v /srv/models:/models:ro rosetta
+#   docker run -p 50051:50051 -p 9400:9400 -v rosetta-cache:/cache rosetta \
+#     --model enfr=Helsinki-NLP/opus-mt-en-fr
 #
 # Every directory inside /models is served as a model named after it (--models_dir /models); give
 # flags after the image name to replace that (`... rosetta --model aren=/models/aren --threads 4`).
-# See docs/DEPLOYMENT.md.
+# Models given by Hugging Face Hub id are downloaded into the cache volume at /cache (HF_HOME) once
+# and read from it on later starts. See docs/DEPLOYMENT.md.
 
 # ---- build ------------------------------------------------------------------------------------
 FROM debian:bookworm AS build
@@ -15,12 +18,8 @@ FROM debian:bookworm AS build
 COPY scripts/install-deps.sh /src/scripts/install-deps.sh
 RUN /src/scripts/install-deps.sh && rm -rf /var/lib/apt/lists/*
 
-COPY CMakeLists.txt /src/
-COPY engine /src/engine
-COPY proto /src/proto
-COPY server /src/server
-COPY client /src/client
-COPY tools /src/tools
+# The sources (.dockerignore leaves out the tests, benchmarks and build directories).
+COPY . /src
 
 # Parallel compile jobs; empty: every CPU of the build machine.
 ARG BUILD_JOBS=
@@ -57,7 +56,8 @@ RUN apt-get update \
 RUN groupadd --system --gid 10001 rosetta \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
             --shell /usr/sbin/nologin rosetta \
- && mkdir -p /models
+ && mkdir -p /models /cache \
+ && chown 10001:10001 /cache
 
 # bin/rosettad, bin/rosetta (the client, also the health check), bin/rosetta-translate, and
 # lib/rosetta/librosetta_spm_shim.so, which rosettad finds relative to itself.
@@ -66,11 +66,14 @@ COPY --from=build /opt/rosetta/lib /opt/rosetta/lib
 
 # ROSETTA_ADDRESS is where the `rosetta` client connects by default: the health check below and
 # `docker exec CONTAINER rosetta translate ...`. Change it with --listen's port.
+# HF_HOME: the Hugging Face cache of models given by Hub id (HF_ENDPOINT, HF_TOKEN and
+# HF_HUB_OFFLINE=1 work as with huggingface_hub).
 ENV PATH=/opt/rosetta/bin:$PATH \
-    ROSETTA_ADDRESS=127.0.0.1:50051
+    ROSETTA_ADDRESS=127.0.0.1:50051 \
+    HF_HOME=/cache/huggingface
 
-# Models: mount a read-only volume at /models (one directory per model). Downloading models by
-# Hugging Face Hub id into a cache volume is not supported yet (see docs/DEPLOYMENT.md).
+# Models: a read-only volume at /models (one directory per model), or Hub ids downloaded into a
+# volume at /cache (a new named volume takes the directory's owner, the rosetta user).
 WORKDIR /models
 USER 10001:10001
 

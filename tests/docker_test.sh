@@ -32,7 +32,8 @@ readonly MODEL_DIR="$shared/models/ctranslate2/v2/aren-transliteration"
 readonly KNOWN_INPUT="آ ت ز م و ن" KNOWN_OUTPUT="a t z m o n"
 readonly DRAIN_TIMEOUT=60  # rosettad --drain_timeout in the container (ample: a slow machine too)
 readonly GRACE=75          # podman stop -t: SIGKILL after this many seconds
-readonly LONG_TEXTS=160    # the request in flight during the stop: 160 texts x 256 tokens, 2 at a time
+readonly LONG_TEXTS=400    # the request in flight during the stop: 400 texts x 256 tokens, 2 at a time
+                           # (5-20 s here: it must outlast the checks made while draining)
 
 test_start=$(date +%s)
 failures=0
@@ -220,6 +221,8 @@ check $([[ $status != 0 ]]; echo $?) "podman healthcheck run: unhealthy while dr
 out=$("$client" translate --address "$address" --deadline 5 "$KNOWN_INPUT" 2>&1); status=$?
 check $([[ $status == 1 && $out == *UNAVAILABLE* ]]; echo $?) "a new request while draining gets UNAVAILABLE" \
   "status $status: $out"
+kill -0 "$long_pid" 2>/dev/null
+check $? "the long request was still in flight during these two checks (else they prove nothing)"
 wait "$long_pid"; long_status=$?
 long_seconds=$(/usr/bin/python3 -c "import time; print(f'{time.time() - $long_start:.1f}')")
 wait "$stop_pid"; stop_status=$?
@@ -237,6 +240,58 @@ log=$(pm logs "$container" 2>&1)
 check $([[ $log == *"received SIGTERM"* && $log =~ draining.*\ 1\ requests\ in\ flight && $log == *stopped* &&
            $log != *"drain timeout"* ]]; echo $?) \
   "the log shows SIGTERM, a drain with 1 request in flight, and the stop" "$(tail -8 <<< "$log")"
+
+# ---- a model by Hub id, downloaded into a cache volume, then served from it offline ----
+# tests/reference/fake_hub.py serves the transliteration model as the Hub repository test/aren.
+hub_root="$work/hub"
+rm -rf "$hub_root" && mkdir -p "$hub_root/test/aren" && cp "$MODEL_DIR"/* "$hub_root/test/aren/"
+/usr/bin/python3 "$source_dir/tests/reference/fake_hub.py" --root "$hub_root" > "$work/hub.out" 2>&1 &
+hub_pid=$!
+volume=rosetta-docker-test-cache-$$
+cleanup() {
+  pm rm -f -t 0 "$container" "$container-hub" "$container-offline" >/dev/null 2>&1
+  pm volume rm -f "$volume" >/dev/null 2>&1
+  kill "$hub_pid" 2>/dev/null
+}
+hub_port=""
+for _ in $(seq 100); do
+  hub_port=$(awk '/^port /{print $2}' "$work/hub.out"); [[ -n $hub_port ]] && break; sleep 0.1
+done
+pm volume create "$volume" >/dev/null
+# serve_hub NAME [ENV...]: runs the image with --model aren=test/aren and the cache volume; checks
+# that it translates the published example and stops with status 0.
+serve_hub() {
+  local name=$1; shift
+  local env=() port
+  for e in "$@"; do env+=(-e "$e"); done
+  port=$(free_port)
+  if ! pm run -d --name "$name" --network=host --health-interval disable "${env[@]}" \
+         -v "$volume:/cache" "$IMAGE" --model aren=test/aren --listen "127.0.0.1:$port" \
+         --metrics_listen none > "$work/run-hub.out" 2>&1; then
+    check 1 "podman run $name" "$(cat "$work/run-hub.out")"; return
+  fi
+  local serving=1
+  for _ in $(seq 600); do
+    "$client" health --address "127.0.0.1:$port" --deadline 1 >/dev/null 2>&1 && { serving=0; break; }
+    [[ $(pm inspect --format '{{.State.Running}}' "$name") == true ]] || break
+    sleep 0.1
+  done
+  out=$("$client" translate --address "127.0.0.1:$port" "$KNOWN_INPUT" 2>&1)
+  check $([[ $serving == 0 && $out == "$KNOWN_OUTPUT" ]]; echo $?) \
+    "$name: --model aren=test/aren (a Hub id) translates '$KNOWN_OUTPUT'" "$out
+$(pm logs "$name" 2>&1 | tail -8)"
+  pm stop -t "$GRACE" "$name" >/dev/null 2>&1
+  check $([[ $(pm inspect --format '{{.State.ExitCode}}' "$name") == 0 ]]; echo $?) "$name: exit status 0 after podman stop"
+}
+if check $([[ -n $hub_port ]]; echo $?) "the fake Hub serves test/aren" "$(cat "$work/hub.out")"; then
+  serve_hub "$container-hub" "HF_ENDPOINT=http://127.0.0.1:$hub_port"
+  cached=$(pm run --rm --network=host --health-interval disable --entrypoint /bin/sh -v "$volume:/cache" "$IMAGE" \
+    -c 'find /cache/huggingface/hub -name model.bin | head -1; stat -c %u /cache' 2>> "$work/podman.err")
+  check $([[ $cached == */models--test--aren/snapshots/*/model.bin*10001 ]]; echo $?) \
+    "the model is in the cache volume (Hugging Face layout, owned by the rosetta user)" "$cached"
+  kill "$hub_pid" 2>/dev/null; wait "$hub_pid" 2>/dev/null
+  serve_hub "$container-offline" "HF_HUB_OFFLINE=1"
+fi
 
 echo "docker_test: $(elapsed "$test_start") s in all (image build ${build_seconds} s)"
 if (( failures > 0 )); then
