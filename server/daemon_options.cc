@@ -153,7 +153,7 @@ const std::vector<Flag>& Flags() {
                   "Seconds that requests in flight get to finish after SIGTERM "
                   "or SIGINT. Default 30.",
                   1.0, [](DaemonOptions& o) -> absl::Duration& { return o.drain_timeout; }),
-      IntFlag("max_message_bytes", "Largest gRPC message accepted or sent. Default 16777216.", 1024,
+      IntFlag("max_message_bytes", "Largest gRPC message accepted or sent. Default 4194304.", 1024,
               [](DaemonOptions& o) -> int& { return o.max_message_bytes; }),
   };
   return *flags;
@@ -242,6 +242,12 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
   if (absl::Status s = ApplyPairs(pairs, options, 0); !s.ok()) return s;
   if (options.models.empty() && options.models_dir.empty()) {
     return absl::InvalidArgumentError("no model to serve: give --model NAME=PATH or --models_dir");
+  }
+  if (options.limits.max_texts_per_request > options.batching.max_queued_texts) {
+    // Such a request could never be queued, and RESOURCE_EXHAUSTED tells clients to retry.
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--max_texts_per_request (", options.limits.max_texts_per_request,
+        ") must not exceed --max_queued_texts (", options.batching.max_queued_texts, ")"));
   }
   if (options.limits.max_beam_size > 16) {
     return absl::InvalidArgumentError("--max_beam_size: the engine supports at most 16");

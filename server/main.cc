@@ -6,9 +6,13 @@
 // finish within --drain_timeout, exit 0. See --help for every flag.
 #include <pthread.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include "engine/blas.h"
 #include "hub/hub_model.h"
@@ -47,19 +51,46 @@ int Run(int argc, char** argv) {
   rosetta::server::Log("starting: ", options->threads, " engine threads per model, BLAS kernels ",
                        rosetta::BlasCoreName());
 
+  // The main thread waits for the signals: the kernel offers a process-wide signal to the main
+  // thread first, and a thread that merely has it unblocked (OpenBLAS starts its threads before
+  // main()) would otherwise take it and die. A loader thread starts the server and loads models. A
+  // signal while models load (a Hub download can take minutes) ends the process at once, since
+  // nothing has been accepted yet; once serving, it starts the drain. SIGUSR1 tells that loading
+  // failed.
+  sigaddset(&signals, SIGUSR1);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::atomic<bool> serving{false};
+  std::atomic<bool> load_failed{false};
   rosetta::server::Server server(*options);
-  if (absl::Status s = server.Start(); !s.ok()) {
-    rosetta::server::Log("error: ", s.message());
-    return 1;
+  std::thread loader([&] {
+    absl::Status status = server.Start();
+    if (status.ok()) status = server.LoadModels();
+    if (!status.ok()) {
+      rosetta::server::Log("error: ", status.message());
+      load_failed.store(true);
+      kill(getpid(), SIGUSR1);
+      return;
+    }
+    serving.store(true);
+  });
+  for (;;) {
+    int signal_number = 0;
+    sigwait(&signals, &signal_number);
+    if (signal_number == SIGUSR1) {
+      if (!load_failed.load()) continue;
+      loader.join();
+      server.Drain();
+      return 1;
+    }
+    const char* name = signal_number == SIGTERM ? "SIGTERM" : "SIGINT";
+    if (!serving.load()) {
+      rosetta::server::Log("received ", name, " while loading models: exiting");
+      std::_Exit(0);  // downloads in progress resume at the next start
+    }
+    rosetta::server::Log("received ", name);
+    break;
   }
-  if (absl::Status s = server.LoadModels(); !s.ok()) {
-    rosetta::server::Log("error: ", s.message());
-    server.Drain();
-    return 1;
-  }
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
-  rosetta::server::Log("received ", signal_number == SIGTERM ? "SIGTERM" : "SIGINT");
+  loader.join();
   server.Drain();
   return 0;
 }

@@ -1,6 +1,7 @@
 #include "server/model_worker.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <exception>
 #include <utility>
@@ -35,6 +36,10 @@ DecodingBatchOptions MakeBatchOptions(const TransformerModel& model,
 
 }  // namespace
 
+absl::Time MonotonicNow() {
+  return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
+}
+
 absl::Duration JobTimes::queued() const {
   return started == absl::Time() ? finished - arrival : started - arrival;
 }
@@ -64,6 +69,18 @@ ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> translation,
 
 ModelWorker::~ModelWorker() { Stop(); }
 
+absl::Status ModelWorker::CheckRoom(int texts) {
+  absl::MutexLock lock(&mu_);
+  if (stopping_) return absl::UnavailableError("the server is shutting down");
+  if (queued_texts_ + texts > options_.max_queued_texts) {
+    ++stats_.rejected_queue_full;
+    return absl::ResourceExhaustedError(absl::StrCat("the model's queue is full (", queued_texts_,
+                                                     " texts waiting, limit ",
+                                                     options_.max_queued_texts, "): retry later"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ModelWorker::CheckFits(const DecodingOptions& options) const {
   if (batch_ == nullptr) {
     return absl::InvalidArgumentError("this model does not translate (it is an embedding model)");
@@ -91,7 +108,7 @@ absl::Status ModelWorker::Submit(std::shared_ptr<TranslationJob> job) {
                                                      " texts waiting, limit ",
                                                      options_.max_queued_texts, "): retry later"));
   }
-  job->times.arrival = absl::Now();
+  job->times.arrival = MonotonicNow();
   job->remaining = texts;
   for (int i = 0; i < texts; ++i) translate_queue_.push_back(QueuedText{job, i});
   queued_texts_ += texts;
@@ -113,7 +130,7 @@ absl::Status ModelWorker::Submit(std::shared_ptr<EncodeJob> job) {
                                                      " texts waiting, limit ",
                                                      options_.max_queued_texts, "): retry later"));
   }
-  job->times.arrival = absl::Now();
+  job->times.arrival = MonotonicNow();
   encode_queue_.push_back(std::move(job));
   queued_texts_ += texts;
   encode_queued_tokens_ += tokens;
@@ -156,7 +173,7 @@ absl::Status ModelWorker::Expired(const Job& job, absl::Time now) const {
 void ModelWorker::EndTranslation(TranslationJob& job, const absl::Status& status) {
   if (job.done) return;
   job.done = true;
-  job.times.finished = absl::Now();
+  job.times.finished = MonotonicNow();
   if (job.on_done) job.on_done(status, job.times);
 }
 
@@ -164,7 +181,7 @@ void ModelWorker::EndEncode(EncodeJob& job, const absl::Status& status,
                             std::vector<float>& embeddings) {
   if (job.done) return;
   job.done = true;
-  job.times.finished = absl::Now();
+  job.times.finished = MonotonicNow();
   if (job.on_done) job.on_done(status, embeddings, job.times);
 }
 
@@ -196,7 +213,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
   absl::MutexLock lock(&mu_);
   for (;;) {
     if (stopping_) return false;
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     // Drop what ended while it waited: cancelled, past its deadline, or failed elsewhere.
     for (auto it = translate_queue_.begin(); it != translate_queue_.end();) {
       if (it->job->done || !Expired(*it->job, now).ok()) {
@@ -258,7 +275,8 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
       return true;
     }
     if (!encode_queue_.empty()) {
-      wake_.WaitWithDeadline(&mu_, encode_queue_.front()->times.arrival + options_.encode_max_wait);
+      wake_.WaitWithTimeout(
+          &mu_, encode_queue_.front()->times.arrival + options_.encode_max_wait - MonotonicNow());
     } else {
       wake_.Wait(&mu_);
     }
@@ -274,12 +292,15 @@ void ModelWorker::Run() {
     expired_texts.clear();
     expired_encodes.clear();
     const bool running = NextWork(admit, encode, expired_texts, expired_encodes);
-    const absl::Time now = absl::Now();
+    const absl::Time now = MonotonicNow();
     for (QueuedText& text : expired_texts) {
       absl::Status why = Expired(*text.job, now);
       EndJob(*text.job, why.ok() ? absl::CancelledError("the request ended") : why);
     }
-    for (auto& job : expired_encodes) EndJob(*job, Expired(*job, now));
+    for (auto& job : expired_encodes) {
+      absl::Status why = Expired(*job, now);
+      EndJob(*job, why.ok() ? absl::CancelledError("the request ended") : why);
+    }
     if (!running) break;
     // Requests that ended (cancelled, expired, one of their texts failed) leave the batch now.
     SweepRunning(now);
@@ -334,7 +355,7 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
     for (const auto& request : requests) tokens += static_cast<int>(request.source_ids.size());
     observer_->OnAdmission(static_cast<int>(texts.size()), tokens);
   }
-  const absl::Time now = absl::Now();
+  const absl::Time now = MonotonicNow();
   for (size_t i = 0; i < texts.size(); ++i) {
     TranslationJob& job = *texts[i].job;
     if (!job.started) {
@@ -402,7 +423,7 @@ void ModelWorker::RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs) 
   const int texts = static_cast<int>(offsets.size()) - 1;
   const int d = embedder_->dimension();
   if (observer_ != nullptr) observer_->OnEncodeBatch(texts, static_cast<int>(ids.size()));
-  const absl::Time started = absl::Now();
+  const absl::Time started = MonotonicNow();
   for (auto& job : jobs) job->times.started = started;
   absl::Status status;
   // Jobs differ in whether they normalise: embed as the model does, then normalise per job.

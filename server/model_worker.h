@@ -50,7 +50,11 @@ struct BatchingOptions {
   int num_threads = 1;  // the engine's threads for this model
 };
 
-// When a job arrived, when the engine first worked on it and when it ended.
+// The worker's clock: monotonic (it never steps back with the wall clock), as an absl::Time on
+// an epoch of its own. Job deadlines and times are on this clock.
+absl::Time MonotonicNow();
+
+// When a job arrived, when the engine first worked on it and when it ended (MonotonicNow).
 struct JobTimes {
   absl::Time arrival;
   absl::Time started;
@@ -62,7 +66,7 @@ struct JobTimes {
 // What jobs share: cancellation, deadline, times. Fields below "worker" belong to the worker.
 struct Job {
   virtual ~Job() = default;
-  absl::Time deadline = absl::InfiniteFuture();
+  absl::Time deadline = absl::InfiniteFuture();  // on the MonotonicNow clock
   JobTimes times;
   std::atomic<bool> cancelled{false};
   // worker
@@ -146,6 +150,10 @@ class ModelWorker {
   // REQUIRES: at least one input; options within the worker's limits.
   absl::Status Submit(std::shared_ptr<TranslationJob> job);
   absl::Status Submit(std::shared_ptr<EncodeJob> job);
+
+  // RESOURCE_EXHAUSTED (counted as a rejection) or UNAVAILABLE when the queue has no room for
+  // `texts` more now: a cheap check before tokenizing; Submit checks again.
+  absl::Status CheckRoom(int texts);
 
   // Whether a sentence with these options can ever run here: its beams and its cache pages at
   // most what the whole batch holds.

@@ -50,6 +50,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
   for (int i = 0; i < count; ++i) {
     const std::string name = absl::StrCat(field, "[", i, "]");
     std::vector<std::string> tokens;
+    bool cut = false;  // tokens were dropped
     if (has_texts) {
       const std::string& text = request.texts(i);
       if (static_cast<int64_t>(text.size()) > max_bytes) {
@@ -75,7 +76,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
                                                          " (max_tokens_per_text)"));
         }
         if (static_cast<int>(ids->size()) > max_tokens) {
-          ids->resize(max_tokens);  // the daemon's limit is below the model's own
+          // The daemon's limit is below the model's own: cut the text's tokens, keep the final
+          // special token ([SEP]) as the model's own truncation does.
+          ids->erase(ids->begin() + (max_tokens - 1), ids->end() - 1);
           cut = true;
         }
         total_tokens += static_cast<int64_t>(ids->size());
@@ -105,7 +108,10 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
                                                        " tokens; the limit is ", max_tokens,
                                                        " (max_tokens_per_text)"));
       }
-      for (int t = 0; t < list.size(); ++t) {
+      // When cutting, only the tokens that can be kept are looked at.
+      const int kept = truncate ? std::min(list.size(), max_tokens) : list.size();
+      cut = kept < list.size();
+      for (int t = 0; t < kept; ++t) {
         const std::string& token = list[t];
         if (token.empty() || InvalidUtf8Offset(token) >= 0) {
           return absl::InvalidArgumentError(absl::StrCat(
@@ -118,7 +124,6 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
     absl::StatusOr<std::vector<int32_t>> ids = model.SourceIds(tokens);
     if (!ids.ok())
       return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
-    bool cut = false;
     if (static_cast<int>(ids->size()) > max_tokens) {
       if (!truncate) {
         return absl::InvalidArgumentError(absl::StrCat(name, " has ", ids->size(),

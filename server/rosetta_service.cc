@@ -3,6 +3,7 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -14,13 +15,16 @@ namespace rosetta::server {
 namespace {
 
 constexpr size_t kMaxStatusMessage = 1024;
+// Unread bytes a stream may hold before it is ended with RESOURCE_EXHAUSTED.
+constexpr size_t kMaxQueuedStreamBytes = 32 << 20;
 
+// The call's deadline on the worker's monotonic clock.
 absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
   if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
     return absl::InfiniteFuture();
   }
-  return absl::FromChrono(deadline);
+  return MonotonicNow() + (absl::FromChrono(deadline) - absl::Now());
 }
 
 // Runs a cancellation action when the client cancels (or the deadline passes), also if that
@@ -125,17 +129,42 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   const v1::TranslateRequest& request() const { return request_; }
 
   void Send(const v1::TranslateStreamResponse& message) {
-    grpc::ByteBuffer bytes = Serialize(message);
     grpc::ByteBuffer* start = nullptr;
+    bool overflow = false;
     {
       absl::MutexLock lock(&mu_);
       if (broken_ || closed_) return;
-      queue_.push_back(std::move(bytes));
-      if (!writing_) {
+      // A partial result that waits behind the one being written is superseded by the next: merge
+      // them, so that a slow reader costs one message per input, not one per token.
+      if (message.has_partial() && queue_.size() > 1 && last_partial_.has_value() &&
+          last_partial_->index() == message.index()) {
+        for (const std::string& token : message.partial().new_tokens()) {
+          last_partial_->mutable_partial()->add_new_tokens(token);
+        }
+        last_partial_->mutable_partial()->set_text(message.partial().text());
+        queued_bytes_ -= queue_.back().Length();
+        queue_.back() = Serialize(*last_partial_);
+      } else {
+        queue_.push_back(Serialize(message));
+        last_partial_.reset();
+        if (message.has_partial()) last_partial_ = message;
+      }
+      queued_bytes_ += queue_.back().Length();
+      if (queued_bytes_ > kMaxQueuedStreamBytes) {
+        // The client does not read: stop the work and end the call (see Close).
+        overflowed_ = broken_ = true;
+        overflow = true;
+        while (queue_.size() > (writing_ ? 1u : 0u)) {
+          queued_bytes_ -= queue_.back().Length();
+          queue_.pop_back();
+        }
+        last_partial_.reset();
+      } else if (!writing_) {
         writing_ = true;
         start = &queue_.front();
       }
     }
+    if (overflow) cancel_.Fire();
     if (start != nullptr) StartWrite(start);
   }
   void Close(const absl::Status& status) {
@@ -145,11 +174,16 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
       absl::MutexLock lock(&mu_);
       if (closed_) return;
       closed_ = true;
-      status_ = ToGrpcStatus(status);
+      status_ = overflowed_ ? grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                           "the client did not read the stream: its unread "
+                                           "messages passed the limit")
+                            : ToGrpcStatus(status);
       finish = !writing_;
       final_status = status_;
+      // Recorded under the lock: once it is released, a write completing on a gRPC thread may
+      // finish the call and delete this.
+      service_->CallFinished("TranslateStream", model_, final_status.error_code(), start_);
     }
-    service_->CallFinished("TranslateStream", model_, final_status.error_code(), start_);
     if (finish) Finish(final_status);
   }
   StreamCall* CloseWith(const absl::Status& status) {
@@ -164,11 +198,15 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
     grpc::Status final_status;
     {
       absl::MutexLock lock(&mu_);
+      queued_bytes_ -= queue_.front().Length();
       queue_.pop_front();
+      if (queue_.size() <= 1) last_partial_.reset();  // the next write takes it: no more merging
       if (!ok) {
         // The client is gone: drop the rest; Close() comes when the worker ends the job.
         broken_ = true;
         queue_.clear();
+        queued_bytes_ = 0;
+        last_partial_.reset();
       }
       if (!queue_.empty()) {
         next = &queue_.front();
@@ -198,6 +236,9 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer> {
   absl::Mutex mu_;
   v1::TranslateRequest request_;
   std::deque<grpc::ByteBuffer> queue_ ABSL_GUARDED_BY(mu_);
+  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::optional<v1::TranslateStreamResponse> last_partial_ ABSL_GUARDED_BY(mu_);
+  bool overflowed_ ABSL_GUARDED_BY(mu_) = false;
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
   bool broken_ ABSL_GUARDED_BY(mu_) = false;
   bool closed_ ABSL_GUARDED_BY(mu_) = false;
@@ -254,6 +295,11 @@ bool RosettaService::WaitForCalls(absl::Time deadline) {
   return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
 }
 
+// Refuses a request the model's queue has no room for before any work is spent on it.
+absl::Status QueueRoom(const ServedModel& model, int texts) {
+  return model.worker->CheckRoom(texts);
+}
+
 absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& name) const {
   if (draining_.load()) {
     return absl::UnavailableError("the server is shutting down: retry on another replica");
@@ -282,6 +328,10 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
+  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
+      !room.ok()) {
+    return call->FinishWith(room);
+  }
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 
@@ -327,6 +377,10 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
   if (!served.ok()) return call->CloseWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
+  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
+      !room.ok()) {
+    return call->CloseWith(room);
+  }
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->CloseWith(prepared.status());
 
@@ -395,6 +449,10 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
+  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
+      !room.ok()) {
+    return call->FinishWith(room);
+  }
   absl::StatusOr<PreparedEncode> prepared = PrepareEncode(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 

@@ -17,10 +17,11 @@ absl::StatusOr<DaemonOptions> Parse(std::vector<const char*> args) {
 }
 
 TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
-  auto options = Parse({"--model", "en-de=/m/opus", "--model=/models/aren/", "--listen=127.0.0.1:0",
-                        "--threads", "3", "--batching", "static", "--max_queued_texts=7",
-                        "--kv_cache_mb", "64", "--encode_max_wait_ms", "5", "--drain_timeout",
-                        "2.5", "--max_tokens_per_text", "100"});
+  auto options =
+      Parse({"--model", "en-de=/m/opus", "--model=/models/aren/", "--listen=127.0.0.1:0",
+             "--threads", "3", "--batching", "static", "--max_queued_texts=7",
+             "--max_texts_per_request", "4", "--kv_cache_mb", "64", "--encode_max_wait_ms", "5",
+             "--drain_timeout", "2.5", "--max_tokens_per_text", "100"});
   ASSERT_TRUE(options.ok()) << options.status();
   ASSERT_EQ(options->models.size(), 2u);
   EXPECT_EQ(options->models[0].name, "en-de");
@@ -68,6 +69,8 @@ TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
   EXPECT_THAT(Parse({"--model", "a=/x", "--max_beam_size", "32"}).status().message(),
               HasSubstr("at most 16"));
   EXPECT_THAT(Parse({"--threads", "2"}).status().message(), HasSubstr("no model to serve"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--max_queued_texts", "10"}).status().message(),
+              HasSubstr("--max_texts_per_request (128) must not exceed --max_queued_texts (10)"));
   EXPECT_THAT(Parse({"--model"}).status().message(), HasSubstr("needs a value"));
   EXPECT_THAT(Parse({"stray"}).status().message(), HasSubstr("unexpected argument"));
   auto help = Parse({"--help"});

@@ -11,6 +11,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -232,6 +233,25 @@ def main():
               "UNAVAILABLE says the server shut down", [r for r in results if r and r[0] != "OK"][:2])
         check(exit_code == 0, "rosettad exits 0 after a drain timeout", exit_code)
         channel.close()
+
+        # --- SIGTERM while a model loads: a Hub that accepts connections but never answers
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        environment = dict(os.environ, HF_HOME=str(Path(tmp) / "hf-silent"),
+                           HF_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}")
+        daemon = Daemon(args.rosettad, "--model", "rosetta-test/never", env=environment)
+        deadline = time.time() + 30
+        while time.time() < deadline and not any("fetching" in line for line in daemon.log):
+            time.sleep(0.01)
+        daemon.process.send_signal(signal.SIGTERM)
+        started = time.time()
+        exit_code = daemon.wait(30)
+        check(exit_code == 0 and time.time() - started < 5 and
+              any("while loading models" in line for line in daemon.log),
+              "SIGTERM while a model downloads ends rosettad at once with exit 0",
+              f"exit {exit_code}: " + "".join(daemon.log)[-500:])
+        silent.close()
 
         # --- a model by Hub id, from a fake Hub on loopback; then again with no Hub at all
         hub_root = Path(tmp) / "hub"
