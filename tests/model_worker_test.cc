@@ -226,7 +226,7 @@ TEST_F(ModelWorkerTest, CancelledAndExpiredJobsLeaveQueueAndBatch) {
   auto running = MakeJob({{5, 6}}, slow, running_outcome, running_done);
   auto queued = MakeJob({{7, 8}}, slow, queued_outcome, queued_done);
   auto expiring = MakeJob({{9}}, slow, expiring_outcome, expiring_done);
-  expiring->deadline = absl::Now() - absl::Milliseconds(1);  // expires while it waits
+  expiring->deadline = MonotonicNow() - absl::Milliseconds(1);  // expires while it waits
   ASSERT_TRUE(worker.Submit(running).ok());
   ASSERT_TRUE(worker.Submit(queued).ok());
   ASSERT_TRUE(worker.Submit(expiring).ok());
@@ -243,7 +243,7 @@ TEST_F(ModelWorkerTest, CancelledAndExpiredJobsLeaveQueueAndBatch) {
   Outcome decoding_outcome;
   std::promise<void> decoding_done;
   auto decoding = MakeJob({{20, 21}}, slow, decoding_outcome, decoding_done);
-  decoding->deadline = absl::Now() + absl::Milliseconds(1);
+  decoding->deadline = MonotonicNow() + absl::Milliseconds(1);
   ASSERT_TRUE(worker.Submit(decoding).ok());
   decoding_done.get_future().wait();
   EXPECT_TRUE(absl::IsDeadlineExceeded(decoding_outcome.status)) << decoding_outcome.status;
