@@ -66,8 +66,17 @@ export CONTAINERS_CONF="$work/containers.conf"
 # refuses more than 50 characters) and the same on every run with this storage.
 runroot=/tmp/rosetta-podman-$(printf '%s' "$work" | md5sum | cut -c1-12)
 pm() { podman --root "$work/storage" --runroot "$runroot" --storage-driver overlay "$@"; }
+# podman bind-mounts its overlay folder onto itself and leaves it mounted: unmount it at the end,
+# or the build directory cannot be deleted (podman mounts it again when it needs it).
+unmount_storage() {
+  while mountpoint -q "$work/storage/overlay" 2>/dev/null; do
+    umount "$work/storage/overlay" 2>/dev/null || break
+  done
+}
+trap unmount_storage EXIT
 if ! pm info >/dev/null 2>"$work/podman-info.err" && grep -q "configuration mismatch" "$work/podman-info.err"; then
   echo "podman storage in $work/storage made with other settings: starting it anew"
+  unmount_storage
   rm -rf "$work/storage"
 fi
 pm info >/dev/null 2>"$work/podman-info.err" ||
@@ -164,7 +173,7 @@ deployment_args=($(awk '/^ *args:/ {inside = 1; next}
 check $([[ " ${deployment_args[*]} " == *" --models_dir=/models "* ]]; echo $?) \
   "deploy/kubernetes/deployment.yaml's rosettad arguments read: ${deployment_args[*]}"
 container=rosetta-docker-test-$$
-cleanup() { pm rm -f -t 0 "$container" >/dev/null 2>&1; }
+cleanup() { pm rm -f -t 0 "$container" >/dev/null 2>&1; unmount_storage; }
 trap cleanup EXIT
 # Only the flags the test needs: the default command serves /models (--models_dir /models).
 # Two beams decoded at a time (--max_running_sequences 2: beam 2 for the known example) make the
@@ -252,6 +261,7 @@ cleanup() {
   pm rm -f -t 0 "$container" "$container-hub" "$container-offline" >/dev/null 2>&1
   pm volume rm -f "$volume" >/dev/null 2>&1
   kill "$hub_pid" 2>/dev/null
+  unmount_storage
 }
 hub_port=""
 for _ in $(seq 100); do
