@@ -79,7 +79,12 @@ class Daemon:
         self.log_path = Path(log_dir, f"rosettad-{mode}.log")
         self.log_file = open(self.log_path, "w")
         cmd = [rosettad, "--listen", "127.0.0.1:0", "--model", f"base={model}",
-               "--batching", mode, "--threads", str(threads), *extra]
+               "--batching", mode, "--threads", str(threads)]
+        # Two daemons run at once: their Prometheus endpoints need ports of their own.
+        if "--metrics_listen" in subprocess.run([rosettad, "--help"], capture_output=True,
+                                                text=True).stdout:
+            cmd += ["--metrics_listen", "127.0.0.1:0"]
+        cmd += extra
         self.command = cmd
         self.process = subprocess.Popen(cmd, stdout=self.log_file, stderr=subprocess.STDOUT)
         self.address = None
@@ -122,9 +127,11 @@ def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path)
         if args.forced_length:
             cmd += ["--min_length", str(args.max_length)]
     cpu_before = daemon.cpu()
+    load = os.getloadavg()[0]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     record = json.loads(out.strip().splitlines()[-1])
     record["server_cpu_seconds"] = daemon.cpu() - cpu_before
+    record["load_average"] = load
     record["command"] = cmd
     return record
 
