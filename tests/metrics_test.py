@@ -87,7 +87,7 @@ def main():
             stub = rpc.RosettaStub(grpc.insecure_channel(address))
 
             # A known mix of requests: 7 translations, 3 refused options, 2 unknown models,
-            # 4 embeddings.
+            # 4 embeddings, then 16 concurrent translations.
             for i in range(7):
                 stub.Translate(pb.TranslateRequest(texts=["آ ت ز م و ن", "ب ت"][: 1 + i % 2]),
                                timeout=30)
@@ -104,6 +104,16 @@ def main():
                     assert error.code() == grpc.StatusCode.NOT_FOUND
             for _ in range(4):
                 stub.Encode(pb.EncodeRequest(texts=["ب ت ث"]), timeout=30)
+            # Load: 16 concurrent clients, so that decoding steps batch several sentences.
+            letters = "ا ب ت ث ج ح خ د ذ ر ز س ش ص ض ط".split()
+            burst = [threading.Thread(target=lambda i=i: stub.Translate(pb.TranslateRequest(
+                texts=[" ".join(letters[i:] + letters[:i])],
+                options=pb.TranslateOptions(beam_size=1, min_length=40, max_length=40)),
+                timeout=60)) for i in range(16)]
+            for thread in burst:
+                thread.start()
+            for thread in burst:
+                thread.join()
 
             exposition = http_get(f"http://127.0.0.1:{metrics_port}/metrics")
             lint = subprocess.run(["promtool", "check", "metrics"], input=exposition,
@@ -140,12 +150,12 @@ def main():
             check(query('up{job="rosettad"}') == 1, "Prometheus scrapes rosettad (up == 1)")
 
             expectations = [
-                ('sum(rosetta_requests_total{method="Translate",code="OK",model="aren"})', 7),
+                ('sum(rosetta_requests_total{method="Translate",code="OK",model="aren"})', 23),
                 ('sum(rosetta_requests_total{method="Translate",code="INVALID_ARGUMENT"})', 3),
                 ('sum(rosetta_requests_total{method="Translate",code="NOT_FOUND",model=""})', 2),
                 ('sum(rosetta_requests_total{method="Encode",code="OK"})', 4),
-                ('sum(rosetta_request_duration_seconds_count{method="Translate"})', 12),
-                ('sum(rosetta_queue_duration_seconds_count{model="aren"})', 11),
+                ('sum(rosetta_request_duration_seconds_count{method="Translate"})', 28),
+                ('sum(rosetta_queue_duration_seconds_count{model="aren"})', 27),
                 ('rosetta_model_info{model="aren",quantization="float32"}', 1),
                 ('rosetta_running_sequences{model="aren"}', 0),
                 ('rosetta_queue_capacity_texts{model="aren"}', 1024),
@@ -159,6 +169,11 @@ def main():
                     time.sleep(0.5)
                 check(value == expected, f"PromQL {promql} == {expected}", f"got {value}")
             positive = [
+                # Decoding steps that batched more than one sentence.
+                'sum(rosetta_batch_sequences_count{model="aren"}) - '
+                'sum(rosetta_batch_sequences_bucket{model="aren",le="1"})',
+                'histogram_quantile(1, sum by (le) (rosetta_batch_sequences_bucket{model="aren"}))'
+                ' - 1',
                 'rosetta_generated_tokens_total{model="aren"}',
                 'rosetta_input_tokens_total{model="aren"}',
                 'rosetta_decoding_steps_total{model="aren"}',
