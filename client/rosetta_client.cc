@@ -33,8 +33,8 @@
 #include "client/command_line.h"
 #include "client/input_batches.h"
 #include "client/output_format.h"
-#include "client/status_names.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "proto/status_names.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
 
 ABSL_FLAG(std::string, address, "localhost:50051",
@@ -133,8 +133,8 @@ std::shared_ptr<grpc::Channel> Channel() {
   // The server bounds what it sends (ModelLimits); large batches of embeddings exceed gRPC's
   // default limit of 4 MiB.
   arguments.SetMaxReceiveMessageSize(-1);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address),
-                                   grpc::InsecureChannelCredentials(), arguments);
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials(),
+                                   arguments);
 }
 
 std::unique_ptr<Rosetta::Stub> Connect() { return Rosetta::NewStub(Channel()); }

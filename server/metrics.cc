@@ -12,6 +12,7 @@
 #include "prometheus/collectable.h"
 #include "prometheus/exposer.h"
 #include "prometheus/text_serializer.h"
+#include "proto/status_names.h"
 
 namespace rosetta::server {
 
@@ -27,47 +28,6 @@ const prometheus::Histogram::BucketBoundaries kBatchBuckets = {1,  2,  4,   8,  
 // Source tokens admitted in one encoder pass: the default budget is 4096.
 const prometheus::Histogram::BucketBoundaries kTokenBuckets = {8,    32,   128,  512,  1024,
                                                                2048, 4096, 8192, 16384};
-
-const char* CodeName(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::OK:
-      return "OK";
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::UNKNOWN:
-      return "UNKNOWN";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::ALREADY_EXISTS:
-      return "ALREADY_EXISTS";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::ABORTED:
-      return "ABORTED";
-    case grpc::StatusCode::OUT_OF_RANGE:
-      return "OUT_OF_RANGE";
-    case grpc::StatusCode::UNIMPLEMENTED:
-      return "UNIMPLEMENTED";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::DATA_LOSS:
-      return "DATA_LOSS";
-    default:
-      return "UNKNOWN";
-  }
-}
 
 prometheus::ClientMetric Value(double value, std::vector<prometheus::ClientMetric::Label> labels,
                                bool counter) {
@@ -312,7 +272,8 @@ WorkerObserver* Metrics::ObserverFor(const std::string& model) {
 
 void Metrics::RecordCall(const std::string& method, const std::string& model, grpc::StatusCode code,
                          absl::Duration latency) {
-  requests_->Add({{"method", method}, {"model", model}, {"code", CodeName(code)}}).Increment();
+  requests_->Add({{"method", method}, {"model", model}, {"code", StatusCodeName(code)}})
+      .Increment();
   request_seconds_->Add({{"method", method}, {"model", model}}, kSecondsBuckets)
       .Observe(absl::ToDoubleSeconds(latency));
 }

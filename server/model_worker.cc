@@ -69,8 +69,7 @@ ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> translation,
 
 ModelWorker::~ModelWorker() { Stop(); }
 
-absl::Status ModelWorker::CheckRoom(int texts) {
-  absl::MutexLock lock(&mu_);
+absl::Status ModelWorker::RoomLocked(int texts) {
   if (stopping_) return absl::UnavailableError("the server is shutting down");
   if (queued_texts_ + texts > options_.max_queued_texts) {
     ++stats_.rejected_queue_full;
@@ -79,6 +78,11 @@ absl::Status ModelWorker::CheckRoom(int texts) {
                                                      options_.max_queued_texts, "): retry later"));
   }
   return absl::OkStatus();
+}
+
+absl::Status ModelWorker::CheckRoom(int texts) {
+  absl::MutexLock lock(&mu_);
+  return RoomLocked(texts);
 }
 
 absl::Status ModelWorker::CheckFits(const DecodingOptions& options) const {
@@ -101,13 +105,7 @@ absl::Status ModelWorker::Submit(std::shared_ptr<TranslationJob> job) {
   // A job that could never be admitted would wait forever.
   if (absl::Status s = CheckFits(job->options); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
-  if (queued_texts_ + texts > options_.max_queued_texts) {
-    ++stats_.rejected_queue_full;
-    return absl::ResourceExhaustedError(absl::StrCat("the model's queue is full (", queued_texts_,
-                                                     " texts waiting, limit ",
-                                                     options_.max_queued_texts, "): retry later"));
-  }
+  if (absl::Status room = RoomLocked(texts); !room.ok()) return room;
   job->times.arrival = MonotonicNow();
   job->remaining = texts;
   for (int i = 0; i < texts; ++i) translate_queue_.push_back(QueuedText{job, i});
@@ -123,13 +121,7 @@ absl::Status ModelWorker::Submit(std::shared_ptr<EncodeJob> job) {
   int64_t tokens = 0;
   for (const auto& input : job->inputs) tokens += static_cast<int64_t>(input.size());
   absl::MutexLock lock(&mu_);
-  if (stopping_) return absl::UnavailableError("the server is shutting down");
-  if (queued_texts_ + texts > options_.max_queued_texts) {
-    ++stats_.rejected_queue_full;
-    return absl::ResourceExhaustedError(absl::StrCat("the model's queue is full (", queued_texts_,
-                                                     " texts waiting, limit ",
-                                                     options_.max_queued_texts, "): retry later"));
-  }
+  if (absl::Status room = RoomLocked(texts); !room.ok()) return room;
   job->times.arrival = MonotonicNow();
   encode_queue_.push_back(std::move(job));
   queued_texts_ += texts;

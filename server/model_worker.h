@@ -183,6 +183,8 @@ class ModelWorker {
   };
 
   void Run();
+  // UNAVAILABLE when stopping, RESOURCE_EXHAUSTED (counted) when `texts` more do not fit.
+  absl::Status RoomLocked(int texts) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes what the next iteration works on out of the queues; false when stopping.
   bool NextWork(std::vector<QueuedText>& admit, std::vector<std::shared_ptr<EncodeJob>>& encode,
                 std::vector<QueuedText>& expired_texts,

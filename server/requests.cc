@@ -47,6 +47,18 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
   std::vector<std::vector<int32_t>> inputs;
   inputs.reserve(count);
   int64_t total_tokens = 0;
+  // Keeps an input's ids, within the request's token limit.
+  auto add = [&](const std::string& name, std::vector<int32_t> ids, bool cut) -> absl::Status {
+    total_tokens += static_cast<int64_t>(ids.size());
+    if (total_tokens > limits.max_tokens_per_request) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("the request has more than ", limits.max_tokens_per_request,
+                       " tokens (max_tokens_per_request), counted up to ", name));
+    }
+    if (truncated != nullptr) truncated->push_back(cut);
+    inputs.push_back(std::move(ids));
+    return absl::OkStatus();
+  };
   for (int i = 0; i < count; ++i) {
     const std::string name = absl::StrCat(field, "[", i, "]");
     std::vector<std::string> tokens;
@@ -81,14 +93,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
           ids->erase(ids->begin() + (max_tokens - 1), ids->end() - 1);
           cut = true;
         }
-        total_tokens += static_cast<int64_t>(ids->size());
-        if (total_tokens > limits.max_tokens_per_request) {
-          return absl::InvalidArgumentError(
-              absl::StrCat("the request has more than ", limits.max_tokens_per_request,
-                           " tokens (max_tokens_per_request), counted up to ", name));
-        }
-        if (truncated != nullptr) truncated->push_back(cut);
-        inputs.push_back(std::move(*ids));
+        if (absl::Status s = add(name, std::move(*ids), cut); !s.ok()) return s;
         continue;
       }
       const TranslationModel& model = *served.model;
@@ -137,14 +142,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
       if (!ids.ok()) return ids.status();
       cut = true;
     }
-    total_tokens += static_cast<int64_t>(ids->size());
-    if (total_tokens > limits.max_tokens_per_request) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("the request has more than ", limits.max_tokens_per_request,
-                       " tokens (max_tokens_per_request), counted up to ", name));
-    }
-    if (truncated != nullptr) truncated->push_back(cut);
-    inputs.push_back(std::move(*ids));
+    if (absl::Status s = add(name, std::move(*ids), cut); !s.ok()) return s;
   }
   return inputs;
 }

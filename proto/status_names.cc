@@ -1,10 +1,10 @@
-#include "client/status_names.h"
+#include "proto/status_names.h"
 
 #include <string>
 
 #include "absl/strings/str_cat.h"
 
-namespace rosetta::client {
+namespace rosetta {
 
 std::string StatusCodeName(grpc::StatusCode code) {
   switch (code) {
@@ -47,4 +47,4 @@ std::string StatusCodeName(grpc::StatusCode code) {
   }
 }
 
-}  // namespace rosetta::client
+}  // namespace rosetta
