@@ -123,6 +123,15 @@ const std::vector<Flag>& Flags() {
               "Beams decoded together per model (each beam of a "
               "sentence counts). Default 256.",
               1, [](DaemonOptions& o) -> int& { return o.batching.max_running_sequences; }),
+      IntFlag("admission_wait_steps",
+              "Continuous batching: while sentences decode, waiting texts join in one "
+              "encoder pass once the oldest has waited this many decoding steps (0: at "
+              "every step). Default 4.",
+              0, [](DaemonOptions& o) -> int& { return o.batching.admission_wait_steps; }),
+      IntFlag("admission_tokens",
+              "Continuous batching: while sentences decode, waiting texts join as soon as "
+              "they have this many source tokens in all. Default 256.",
+              1, [](DaemonOptions& o) -> int& { return o.batching.admission_tokens; }),
       IntFlag("max_decoding_length", "Cap of a request's max_length. Default 256.", 1,
               [](DaemonOptions& o) -> int& { return o.batching.max_decoding_length; }),
       {"kv_cache_mb",

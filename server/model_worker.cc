@@ -108,7 +108,10 @@ absl::Status ModelWorker::Submit(std::shared_ptr<TranslationJob> job) {
   if (absl::Status room = RoomLocked(texts); !room.ok()) return room;
   job->times.arrival = MonotonicNow();
   job->remaining = texts;
-  for (int i = 0; i < texts; ++i) translate_queue_.push_back(QueuedText{job, i});
+  for (int i = 0; i < texts; ++i) {
+    translate_queue_.push_back(QueuedText{job, i, stats_.decoding_steps});
+    translate_queued_tokens_ += static_cast<int64_t>(job->sources[i].size());
+  }
   queued_texts_ += texts;
   ++stats_.translation_jobs;
   wake_.Signal();
@@ -198,6 +201,15 @@ bool ModelWorker::EncodeReady(absl::Time now) const {
          now >= encode_queue_.front()->times.arrival + options_.encode_max_wait;
 }
 
+bool ModelWorker::AdmissionDue() const {
+  if (batch_ == nullptr || translate_queue_.empty()) return false;
+  if (batch_->empty()) return true;
+  if (!options_.continuous) return false;
+  return translate_queued_tokens_ >= options_.admission_tokens ||
+         stats_.decoding_steps - translate_queue_.front().queued_at_step >=
+             options_.admission_wait_steps;
+}
+
 bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
                            std::vector<std::shared_ptr<EncodeJob>>& encode,
                            std::vector<QueuedText>& expired_texts,
@@ -209,6 +221,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
     // Drop what ended while it waited: cancelled, past its deadline, or failed elsewhere.
     for (auto it = translate_queue_.begin(); it != translate_queue_.end();) {
       if (it->job->done || !Expired(*it->job, now).ok()) {
+        translate_queued_tokens_ -= static_cast<int64_t>(it->job->sources[it->index].size());
         expired_texts.push_back(std::move(*it));
         it = translate_queue_.erase(it);
         --queued_texts_;
@@ -228,7 +241,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
     }
 
     // Admission, oldest first, never skipping the head so that no text starves.
-    if (batch_ != nullptr && (options_.continuous || batch_->empty())) {
+    if (AdmissionDue()) {
       int tokens = 0;
       int beams = 0;
       int pages = 0;
@@ -242,6 +255,7 @@ bool ModelWorker::NextWork(std::vector<QueuedText>& admit,
         tokens += length;
         beams += o.beam_size;
         pages += batch_->PagesFor(o);
+        translate_queued_tokens_ -= length;
         admit.push_back(std::move(translate_queue_.front()));
         translate_queue_.pop_front();
         --queued_texts_;
@@ -330,6 +344,8 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
   for (const QueuedText& text : texts) {
     requests.push_back({text.job->sources[text.index], text.job->options});
   }
+  // Their inference starts with the encoder pass: queue time ends here.
+  const absl::Time now = MonotonicNow();
   absl::StatusOr<std::vector<DecodingBatch::SequenceId>> ids;
   try {
     ids = batch_->Admit(requests);
@@ -347,7 +363,6 @@ void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
     for (const auto& request : requests) tokens += static_cast<int>(request.source_ids.size());
     observer_->OnAdmission(static_cast<int>(texts.size()), tokens);
   }
-  const absl::Time now = MonotonicNow();
   for (size_t i = 0; i < texts.size(); ++i) {
     TranslationJob& job = *texts[i].job;
     if (!job.started) {
@@ -468,6 +483,7 @@ void ModelWorker::FailEverything(const absl::Status& status) {
     encodes.swap(encode_queue_);
     queued_texts_ = 0;
     encode_queued_tokens_ = 0;
+    translate_queued_tokens_ = 0;
     stats_.running_sequences = 0;
     stats_.cache_bytes_in_use = batch_ != nullptr ? batch_->cache().bytes_in_use() : 0;
   }

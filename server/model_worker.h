@@ -1,11 +1,13 @@
 // The engine worker of one model: a thread that owns the model's running decode batch and serves
 // translation and encoding jobs from bounded queues. No gRPC in here; server/ adapts it.
 //
-// Translation, continuous batching: before every decoding step the worker admits waiting texts,
+// Translation, continuous batching: between decoding steps the worker admits waiting texts,
 // oldest first, into the running batch while the batch token budget, the free beams and the free
-// cache pages allow; their encoder pass runs together. Sentences leave the batch the step they
-// finish. Static batching (for comparison): texts are admitted only into an empty batch, which is
-// then decoded to the end.
+// cache pages allow; their encoder pass runs together. Every encoder pass stalls the running
+// sentences, so while sentences are running, waiting texts join in groups: once the oldest has
+// waited admission_wait_steps decoding steps or their tokens reach admission_tokens (into an
+// empty batch, at once). Sentences leave the batch the step they finish. Static batching (for
+// comparison): texts are admitted only into an empty batch, which is then decoded to the end.
 // Encoding: jobs wait until encode_max_wait has passed since the oldest arrived or their tokens
 // fill encode_token_budget, then run as one encoder batch (between two decoding steps when
 // translations are running).
@@ -39,10 +41,14 @@
 namespace rosetta::server {
 
 struct BatchingOptions {
-  bool continuous = true;              // false: static batching
-  int max_queued_texts = 1024;         // texts waiting in both queues; beyond: RESOURCE_EXHAUSTED
-  int batch_token_budget = 4096;       // source tokens admitted in one encoder pass
-  int max_running_sequences = 256;     // beams decoded together in one step
+  bool continuous = true;           // false: static batching
+  int max_queued_texts = 1024;      // texts waiting in both queues; beyond: RESOURCE_EXHAUSTED
+  int batch_token_budget = 4096;    // source tokens admitted in one encoder pass
+  int max_running_sequences = 256;  // beams decoded together in one step
+  // Continuous batching with sentences running: admit waiting texts once the oldest has waited
+  // this many decoding steps, or once they have admission_tokens source tokens (0: every step).
+  int admission_wait_steps = 4;
+  int admission_tokens = 256;
   int max_decoding_length = 256;       // cap of a request's max_length
   int64_t kv_cache_bytes = 1LL << 30;  // self-attention cache; bounds the running beams too
   int encode_token_budget = 8192;      // tokens of one Encode batch
@@ -175,6 +181,7 @@ class ModelWorker {
   struct QueuedText {
     std::shared_ptr<TranslationJob> job;
     int index = 0;
+    int64_t queued_at_step = 0;  // stats_.decoding_steps when it was queued
   };
   struct RunningText {
     std::shared_ptr<TranslationJob> job;
@@ -190,6 +197,8 @@ class ModelWorker {
                 std::vector<QueuedText>& expired_texts,
                 std::vector<std::shared_ptr<EncodeJob>>& expired_encodes);
   bool EncodeReady(absl::Time now) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether waiting texts join the batch now (see the admission rule at the top).
+  bool AdmissionDue() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void AdmitTexts(std::vector<QueuedText>& texts);
   void RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs);
   void StepBatch();
@@ -225,6 +234,7 @@ class ModelWorker {
   std::deque<std::shared_ptr<EncodeJob>> encode_queue_ ABSL_GUARDED_BY(mu_);
   int queued_texts_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t encode_queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t translate_queued_tokens_ ABSL_GUARDED_BY(mu_) = 0;
   WorkerStats stats_ ABSL_GUARDED_BY(mu_);
 
   absl::Mutex stop_mu_;

@@ -186,6 +186,104 @@ TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
   }
 }
 
+// Counts decoding steps and records admissions (texts, and the steps run before each).
+class AdmissionRecorder : public WorkerObserver {
+ public:
+  struct Admission {
+    int texts = 0;
+    int tokens = 0;
+    int64_t steps_before = 0;
+  };
+  void OnDecodingStep(int, int) override {
+    absl::MutexLock lock(&mu_);
+    ++steps_;
+  }
+  void OnAdmission(int texts, int tokens) override {
+    absl::MutexLock lock(&mu_);
+    admissions_.push_back({texts, tokens, steps_});
+  }
+  void OnEncodeBatch(int, int) override {}
+  std::vector<Admission> admissions() const {
+    absl::MutexLock lock(&mu_);
+    return admissions_;
+  }
+
+ private:
+  mutable absl::Mutex mu_;
+  int64_t steps_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<Admission> admissions_ ABSL_GUARDED_BY(mu_);
+};
+
+// While a sentence decodes, waiting texts join together: after admission_wait_steps steps, or
+// as soon as they hold admission_tokens tokens; into an empty batch, at once.
+TEST_F(ModelWorkerTest, ContinuousAdmissionGroupsWaitingTexts) {
+  DecodingOptions long_options;
+  long_options.beam_size = 1;
+  long_options.min_length = 250;
+  long_options.max_length = 250;
+  DecodingOptions short_options;
+  short_options.beam_size = 1;
+  short_options.max_length = 3;
+  {
+    SCOPED_TRACE("by steps");
+    AdmissionRecorder recorder;
+    BatchingOptions options;
+    options.admission_wait_steps = 20;
+    options.admission_tokens = 1000;
+    ModelWorker worker(model_->transformer, embedder_.get(), options, &recorder);
+    Outcome long_outcome, short_outcome;
+    std::promise<void> long_done, short_done;
+    ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
+    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    const int64_t before = worker.Stats().decoding_steps;
+    ASSERT_TRUE(worker.Submit(MakeJob({{9, 10}}, short_options, short_outcome, short_done)).ok());
+    const int64_t after = worker.Stats().decoding_steps;
+    short_done.get_future().wait();
+    long_done.get_future().wait();
+    ASSERT_TRUE(short_outcome.status.ok()) << short_outcome.status;
+    ExpectSame(short_outcome.results[0], Alone({9, 10}, short_options));
+    const auto admissions = recorder.admissions();
+    ASSERT_EQ(admissions.size(), 2u);
+    EXPECT_EQ(admissions[0].steps_before, 0);  // empty batch: at once
+    EXPECT_GE(admissions[1].steps_before, before + 20);
+    EXPECT_LE(admissions[1].steps_before, after + 20);
+  }
+  {
+    SCOPED_TRACE("by tokens");
+    AdmissionRecorder recorder;
+    BatchingOptions options;
+    options.admission_wait_steps = 100000;
+    options.admission_tokens = 9;  // three texts of 3 tokens
+    ModelWorker worker(model_->transformer, embedder_.get(), options, &recorder);
+    Outcome long_outcome;
+    std::promise<void> long_done;
+    ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
+    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    std::vector<Outcome> outcomes(3);
+    std::vector<std::promise<void>> done(3);
+    const std::vector<std::vector<int32_t>> sources = {{9, 10, 11}, {12, 13, 14}, {15, 16, 17}};
+    for (int i = 0; i < 3; ++i) {
+      // Two steps apart.
+      const int64_t steps = worker.Stats().decoding_steps;
+      while (i > 0 && worker.Stats().decoding_steps < steps + 2) {
+        absl::SleepFor(absl::Microseconds(100));
+      }
+      ASSERT_TRUE(worker.Submit(MakeJob({sources[i]}, short_options, outcomes[i], done[i])).ok());
+    }
+    for (int i = 0; i < 3; ++i) {
+      done[i].get_future().wait();
+      ASSERT_TRUE(outcomes[i].status.ok()) << outcomes[i].status;
+      ExpectSame(outcomes[i].results[0], Alone(sources[i], short_options));
+    }
+    long_done.get_future().wait();
+    const auto admissions = recorder.admissions();
+    ASSERT_EQ(admissions.size(), 2u);
+    EXPECT_EQ(admissions[1].texts, 3);
+    EXPECT_EQ(admissions[1].tokens, 9);
+    EXPECT_LT(admissions[1].steps_before, 250);  // before the long one ended
+  }
+}
+
 TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
   BatchingOptions options;
   options.max_queued_texts = 4;
