@@ -120,9 +120,10 @@ const std::vector<Flag>& Flags() {
               "encoder pass. Default 4096.",
               1, [](DaemonOptions& o) -> int& { return o.batching.batch_token_budget; }),
       IntFlag("max_running_sequences",
-              "Beams decoded together per model (each beam of a "
-              "sentence counts). Default 256.",
-              1, [](DaemonOptions& o) -> int& { return o.batching.max_running_sequences; }),
+              "Beams decoded together per model (each beam of a sentence counts); 0: "
+              "max(16, 8 x threads), past which a step on a CPU is compute-bound. "
+              "Default 0.",
+              0, [](DaemonOptions& o) -> int& { return o.batching.max_running_sequences; }),
       IntFlag("admission_wait_steps",
               "Continuous batching: while sentences decode, waiting texts join in one "
               "encoder pass once the oldest has waited this many decoding steps (0: at "

@@ -22,7 +22,7 @@ namespace {
 // of 128 texts can take a minute.
 const prometheus::Histogram::BucketBoundaries kSecondsBuckets = {
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
-// Sentences and beams per decoding step: powers of two up to the default 256 running beams.
+// Sentences and beams per decoding step: powers of two up to 512 running beams.
 const prometheus::Histogram::BucketBoundaries kBatchBuckets = {1,  2,  4,   8,   16,
                                                                32, 64, 128, 256, 512};
 // Source tokens admitted in one encoder pass: the default budget is 4096.

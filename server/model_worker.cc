@@ -21,6 +21,13 @@ int64_t CachePageBytes(const TransformerModel& model) {
 
 int PagesPerBeam(int max_length) { return (max_length + kCachePageSteps - 1) / kCachePageSteps; }
 
+BatchingOptions Resolve(BatchingOptions options) {
+  if (options.max_running_sequences <= 0) {
+    options.max_running_sequences = AutoRunningSequences(options.num_threads);
+  }
+  return options;
+}
+
 DecodingBatchOptions MakeBatchOptions(const TransformerModel& model,
                                       const BatchingOptions& options) {
   DecodingBatchOptions batch;
@@ -35,6 +42,8 @@ DecodingBatchOptions MakeBatchOptions(const TransformerModel& model,
 }
 
 }  // namespace
+
+int AutoRunningSequences(int num_threads) { return std::max(16, 8 * num_threads); }
 
 absl::Time MonotonicNow() {
   return absl::UnixEpoch() + absl::FromChrono(std::chrono::steady_clock::now().time_since_epoch());
@@ -51,12 +60,15 @@ absl::Duration JobTimes::inference() const {
 ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> translation,
                          const EmbeddingModel* embedder, const BatchingOptions& options,
                          WorkerObserver* observer)
-    : model_(std::move(translation)), embedder_(embedder), options_(options), observer_(observer) {
+    : model_(std::move(translation)),
+      embedder_(embedder),
+      options_(Resolve(options)),
+      observer_(observer) {
   if (model_ != nullptr) {
-    const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options);
+    const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options_);
     batch_ = std::make_unique<DecodingBatch>(model_, batch_options);
     max_beams_ = std::min(batch_options.max_beams,
-                          batch_options.cache_pages / PagesPerBeam(options.max_decoding_length));
+                          batch_options.cache_pages / PagesPerBeam(options_.max_decoding_length));
     total_pages_ = batch_options.cache_pages;
     encode_workspace_.set_pool(batch_->pool());
     stats_.cache_bytes_capacity = batch_options.cache_pages * CachePageBytes(*model_);

@@ -41,10 +41,11 @@
 namespace rosetta::server {
 
 struct BatchingOptions {
-  bool continuous = true;           // false: static batching
-  int max_queued_texts = 1024;      // texts waiting in both queues; beyond: RESOURCE_EXHAUSTED
-  int batch_token_budget = 4096;    // source tokens admitted in one encoder pass
-  int max_running_sequences = 256;  // beams decoded together in one step
+  bool continuous = true;         // false: static batching
+  int max_queued_texts = 1024;    // texts waiting in both queues; beyond: RESOURCE_EXHAUSTED
+  int batch_token_budget = 4096;  // source tokens admitted in one encoder pass
+  // Beams decoded together in one step; 0: AutoRunningSequences(num_threads).
+  int max_running_sequences = 0;
   // Continuous batching with sentences running: admit waiting texts once the oldest has waited
   // this many decoding steps, or once they have admission_tokens source tokens (0: every step).
   int admission_wait_steps = 4;
@@ -55,6 +56,12 @@ struct BatchingOptions {
   absl::Duration encode_max_wait = absl::Milliseconds(2);
   int num_threads = 1;  // the engine's threads for this model
 };
+
+// The default cap of beams decoded together: max(16, 8 * num_threads). On CPUs a decoding step
+// becomes compute-bound at about 8 rows per core (the weights are read once per step, whatever
+// the rows): past that, more rows raise throughput little but slow every running sentence's
+// every token, so long translations wait longer (docs/BENCHMARKS.md, "Daemon under load").
+int AutoRunningSequences(int num_threads);
 
 // The worker's clock: monotonic (it never steps back with the wall clock), as an absl::Time on
 // an epoch of its own. Job deadlines and times are on this clock.
@@ -173,6 +180,7 @@ class ModelWorker {
   void Stop();
 
   WorkerStats Stats() const;
+  // The options in force (max_running_sequences resolved).
   const BatchingOptions& options() const { return options_; }
   // Beams the cache can hold at the maximum decoding length.
   int max_beams() const { return max_beams_; }

@@ -61,9 +61,13 @@ absl::Status Server::LoadModels() {
   Log("limits per request: ", l.max_texts_per_request, " texts, ", l.max_tokens_per_text,
       " tokens per text, ", l.max_tokens_per_request, " tokens, beam size ", l.max_beam_size,
       "; per model: ", options_.batching.max_queued_texts, " queued texts, batch token budget ",
-      options_.batching.batch_token_budget, ", admission after ",
-      options_.batching.admission_wait_steps, " steps or ", options_.batching.admission_tokens,
-      " tokens, encode budget ", options_.batching.encode_token_budget, " tokens / ",
+      options_.batching.batch_token_budget, ", running beams ",
+      options_.batching.max_running_sequences > 0
+          ? absl::StrCat(options_.batching.max_running_sequences)
+          : absl::StrCat("auto (", AutoRunningSequences(options_.threads), ")"),
+      ", admission after ", options_.batching.admission_wait_steps, " steps or ",
+      options_.batching.admission_tokens, " tokens, encode budget ",
+      options_.batching.encode_token_budget, " tokens / ",
       absl::ToDoubleMilliseconds(options_.batching.encode_max_wait), " ms");
   Log("serving on ", address(), " (default model \"", registry_->Find("")->name, "\")");
   return absl::OkStatus();

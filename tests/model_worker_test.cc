@@ -284,6 +284,22 @@ TEST_F(ModelWorkerTest, ContinuousAdmissionGroupsWaitingTexts) {
   }
 }
 
+// max_running_sequences 0: 8 beams per engine thread, at least 16; an explicit value stays.
+TEST_F(ModelWorkerTest, RunningBeamsDefaultToEightPerThread) {
+  for (auto [threads, requested, expected] :
+       {std::tuple{1, 0, 16}, std::tuple{2, 0, 16}, std::tuple{4, 0, 32}, std::tuple{2, 40, 40}}) {
+    BatchingOptions options;
+    options.num_threads = threads;
+    options.max_running_sequences = requested;
+    ModelWorker worker(model_->transformer, embedder_.get(), options);
+    EXPECT_EQ(worker.options().max_running_sequences, expected);
+    EXPECT_EQ(worker.max_beams(), expected);
+    DecodingOptions too_wide;
+    too_wide.beam_size = expected + 1;
+    EXPECT_EQ(worker.CheckFits(too_wide).code(), absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
   BatchingOptions options;
   options.max_queued_texts = 4;
