@@ -147,8 +147,9 @@ const std::vector<Flag>& Flags() {
       IntFlag("encode_token_budget", "Tokens of one Encode batch. Default 8192.", 1,
               [](DaemonOptions& o) -> int& { return o.batching.encode_token_budget; }),
       SecondsFlag("encode_max_wait_ms",
-                  "Longest an Encode request waits for others to batch "
-                  "with. Default 2.",
+                  "Longest an Encode request waits for others to batch with (0: "
+                  "none; requests that arrive while a batch runs form the next). "
+                  "Default 0.",
                   1e-3,
                   [](DaemonOptions& o) -> absl::Duration& { return o.batching.encode_max_wait; }),
       IntFlag("max_texts_per_request", "Inputs of one request. Default 128.", 1,

@@ -8,9 +8,10 @@
 // waited admission_wait_steps decoding steps or their tokens reach admission_tokens (into an
 // empty batch, at once). Sentences leave the batch the step they finish. Static batching (for
 // comparison): texts are admitted only into an empty batch, which is then decoded to the end.
-// Encoding: jobs wait until encode_max_wait has passed since the oldest arrived or their tokens
-// fill encode_token_budget, then run as one encoder batch (between two decoding steps when
-// translations are running).
+// Encoding: waiting jobs run as one encoder batch of up to encode_token_budget tokens as soon as
+// the worker is free (between two decoding steps when translations are running); jobs that
+// arrive meanwhile form the next batch. With encode_max_wait > 0 a batch also waits that long
+// after its oldest job arrived, unless its tokens fill the budget first.
 //
 // Every accepted job ends exactly once through its on_done callback: OK, or the error that ended
 // it (CANCELLED, DEADLINE_EXCEEDED, UNAVAILABLE at shutdown, INTERNAL). Callbacks run on the
@@ -53,7 +54,7 @@ struct BatchingOptions {
   int max_decoding_length = 256;       // cap of a request's max_length
   int64_t kv_cache_bytes = 1LL << 30;  // self-attention cache; bounds the running beams too
   int encode_token_budget = 8192;      // tokens of one Encode batch
-  absl::Duration encode_max_wait = absl::Milliseconds(2);
+  absl::Duration encode_max_wait = absl::ZeroDuration();
   int num_threads = 1;  // the engine's threads for this model
 };
 
