@@ -1,8 +1,19 @@
-// Linear layers of a decoder step: OpenBLAS sgemm (weights repacked per call) against the packed
-// kernel (weights packed once), for the transformer-base shapes and a range of row counts.
+// Linear layers of a decoder step and of the MiniLM encoder: OpenBLAS sgemm (weights repacked per
+// call) against the packed kernel (weights packed once), and against the packed kernel as it was
+// before the rewrite of 2026-11 ("baseline", a copy kept here so that both run side by side on the
+// same noisy machine).
 //
 //   gemm_bench [--benchmark_filter=...]   (reports GFLOP/s as the "FLOPS" counter)
+//
+// Benchmarks are registered shape by shape (OpenBLAS, baseline, packed for one shape, then the next
+// shape), so that the three figures of a row are measured close together in time. For medians on a
+// shared machine: --benchmark_repetitions=5 --benchmark_report_aggregates_only=true
+// --benchmark_enable_random_interleaving=true.
+#include <immintrin.h>
+
+#include <algorithm>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -12,14 +23,105 @@
 
 namespace {
 
-struct Shapes {
+// The packed kernel before the rewrite: x repacked single-threaded into tiles of 12 rows, then a
+// 12x32 kernel per (panel, tile), panels split across the pool. Same weight layout as now.
+namespace baseline {
+
+constexpr int kWidth = rosetta::kPackedPanelWidth;
+constexpr int kMaxRows = 12;
+
+template <int kRows>
+__attribute__((target("avx512f,fma"))) void Kernel(const float* a, const float* panel, int k,
+                                                   const float* bias, float* y, int ldy,
+                                                   int columns) {
+  __m512 acc0[kRows];
+  __m512 acc1[kRows];
+  const __m512 bias0 = bias != nullptr ? _mm512_load_ps(bias) : _mm512_setzero_ps();
+  const __m512 bias1 = bias != nullptr ? _mm512_load_ps(bias + 16) : _mm512_setzero_ps();
+  for (int i = 0; i < kRows; ++i) {
+    acc0[i] = bias0;
+    acc1[i] = bias1;
+  }
+  for (int kk = 0; kk < k; ++kk) {
+    const __m512 b0 = _mm512_load_ps(panel + kk * kWidth);
+    const __m512 b1 = _mm512_load_ps(panel + kk * kWidth + 16);
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 x = _mm512_set1_ps(a[kk * kRows + i]);
+      acc0[i] = _mm512_fmadd_ps(x, b0, acc0[i]);
+      acc1[i] = _mm512_fmadd_ps(x, b1, acc1[i]);
+    }
+  }
+  if (columns == kWidth) {
+    for (int i = 0; i < kRows; ++i) {
+      _mm512_storeu_ps(y + i * ldy, acc0[i]);
+      _mm512_storeu_ps(y + i * ldy + 16, acc1[i]);
+    }
+  } else {
+    const __mmask16 mask0 = static_cast<__mmask16>(columns >= 16 ? 0xffff : (1u << columns) - 1);
+    const __mmask16 mask1 = static_cast<__mmask16>(
+        columns <= 16 ? 0 : (columns >= 32 ? 0xffff : (1u << (columns - 16)) - 1));
+    for (int i = 0; i < kRows; ++i) {
+      _mm512_mask_storeu_ps(y + i * ldy, mask0, acc0[i]);
+      _mm512_mask_storeu_ps(y + i * ldy + 16, mask1, acc1[i]);
+    }
+  }
+}
+
+using KernelFn = void (*)(const float*, const float*, int, const float*, float*, int, int);
+
+constexpr KernelFn kKernels[kMaxRows + 1] = {
+    nullptr,    &Kernel<1>, &Kernel<2>, &Kernel<3>,  &Kernel<4>,  &Kernel<5>, &Kernel<6>,
+    &Kernel<7>, &Kernel<8>, &Kernel<9>, &Kernel<10>, &Kernel<11>, &Kernel<12>};
+
+void PackRows(const float* x, int m, int ldx, int k, float* packed) {
+  for (int row = 0; row < m; row += kMaxRows) {
+    const int rows = std::min(kMaxRows, m - row);
+    float* tile = packed + static_cast<size_t>(row) * k;
+    for (int i = 0; i < rows; ++i) {
+      const float* src = x + static_cast<size_t>(row + i) * ldx;
+      for (int kk = 0; kk < k; ++kk) tile[kk * rows + i] = src[kk];
+    }
+  }
+}
+
+void RunPanels(const float* packed_x, int m, const rosetta::PackedWeights& w, float* y, int ldy,
+               int first_panel, int end_panel) {
+  for (int p = first_panel; p < end_panel; ++p) {
+    const float* panel = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
+    const float* bias = w.bias.empty() ? nullptr : w.bias.data() + static_cast<size_t>(p) * kWidth;
+    const int columns = std::min(kWidth, w.n - p * kWidth);
+    for (int row = 0; row < m; row += kMaxRows) {
+      const int rows = std::min(kMaxRows, m - row);
+      kKernels[rows](packed_x + static_cast<size_t>(row) * w.k, panel, w.k, bias,
+                     y + static_cast<size_t>(row) * ldy + p * kWidth, ldy, columns);
+    }
+  }
+}
+
+void PackedLinear(const float* x, int m, int ldx, const rosetta::PackedWeights& w, float* y,
+                  int ldy, rosetta::ThreadPool* pool) {
+  if (m <= 0) return;
+  thread_local rosetta::AlignedVector<float> packed_x;
+  if (packed_x.size() < static_cast<size_t>(m) * w.k) packed_x.resize(static_cast<size_t>(m) * w.k);
+  PackRows(x, m, ldx, w.k, packed_x.data());
+  const float* a = packed_x.data();
+  if (pool == nullptr || pool->num_threads() == 1) {
+    RunPanels(a, m, w, y, ldy, 0, w.panels);
+    return;
+  }
+  pool->ParallelFor(w.panels, [&](int begin, int end) { RunPanels(a, m, w, y, ldy, begin, end); });
+}
+
+}  // namespace baseline
+
+struct Operands {
   std::vector<float> x, w, b, y;
 };
 
-Shapes MakeShapes(int m, int n, int k) {
+Operands MakeOperands(int m, int n, int k) {
   std::mt19937 rng(1);
   std::normal_distribution<float> d(0.0f, 1.0f);
-  Shapes s;
+  Operands s;
   s.x.resize(static_cast<size_t>(m) * k);
   s.w.resize(static_cast<size_t>(n) * k);
   s.b.resize(n);
@@ -35,10 +137,21 @@ void SetCounters(benchmark::State& state, int m, int n, int k) {
       benchmark::Counter(2.0 * m * n * k, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-void BM_OpenBlas(benchmark::State& state) {
-  const int m = state.range(0), n = state.range(1), k = state.range(2);
-  rosetta::SetBlasThreads(2);
-  Shapes s = MakeShapes(m, n, k);
+// One pool per thread count, shared by every benchmark (as the engine shares one per worker).
+rosetta::ThreadPool* Pool(int threads) {
+  static rosetta::ThreadPool one(1);
+  static rosetta::ThreadPool two(2);
+  return threads == 1 ? &one : &two;
+}
+
+struct Shape {
+  int m, n, k, threads;
+};
+
+void BM_OpenBlas(benchmark::State& state, Shape shape) {
+  const auto [m, n, k, threads] = shape;
+  rosetta::SetBlasThreads(threads);
+  Operands s = MakeOperands(m, n, k);
   for (auto _ : state) {
     rosetta::Gemm(false, true, m, n, k, 1.0f, s.x.data(), k, s.w.data(), k, 0.0f, s.y.data(), n);
     benchmark::DoNotOptimize(s.y.data());
@@ -46,35 +159,59 @@ void BM_OpenBlas(benchmark::State& state) {
   SetCounters(state, m, n, k);
 }
 
-void BM_Packed(benchmark::State& state) {
-  const int m = state.range(0), n = state.range(1), k = state.range(2);
-  static rosetta::ThreadPool pool(2);
-  Shapes s = MakeShapes(m, n, k);
+template <auto kLinear>
+void BM_PackedKernel(benchmark::State& state, Shape shape) {
+  const auto [m, n, k, threads] = shape;
+  rosetta::ThreadPool* pool = Pool(threads);
+  Operands s = MakeOperands(m, n, k);
   rosetta::PackedWeights packed = rosetta::PackWeights(s.w.data(), s.b.data(), n, k);
   for (auto _ : state) {
-    rosetta::PackedLinear(s.x.data(), m, k, packed, s.y.data(), n, &pool);
+    kLinear(s.x.data(), m, k, packed, s.y.data(), n, pool);
     benchmark::DoNotOptimize(s.y.data());
   }
   SetCounters(state, m, n, k);
 }
 
-void Shapes(benchmark::internal::Benchmark* b) {
-  for (int m : {1, 8, 32, 128, 512}) {
-    for (auto [n, k] : {std::pair{1536, 512}, {512, 512}, {2048, 512}, {512, 2048}, {32000, 512}}) {
-      b->Args({m, n, k});
-    }
+std::vector<Shape> AllShapes() {
+  std::vector<Shape> shapes;
+  // Transformer-base (translation): decoder steps of 1 to 256 rows (batch 32 x beam 4 = 128).
+  const std::pair<int, int> base[] = {
+      {1536, 512}, {512, 512}, {2048, 512}, {512, 2048}, {32000, 512}};
+  for (int m : {1, 4, 8, 32, 128, 256}) {
+    for (auto [n, k] : base) shapes.push_back({m, n, k, 2});
   }
-  b->ArgNames({"m", "n", "k"})->UseRealTime();
+  // MiniLM (embeddings): one text of 32 tokens, 32 texts of 32 tokens.
+  const std::pair<int, int> minilm[] = {{1152, 384}, {384, 384}, {1536, 384}, {384, 1536}};
+  for (int m : {32, 1024}) {
+    for (auto [n, k] : minilm) shapes.push_back({m, n, k, 2});
+  }
+  // Single-threaded, to separate the kernel from the thread split.
+  for (auto [n, k] : base) shapes.push_back({128, n, k, 1});
+  for (auto [n, k] : minilm) shapes.push_back({1024, n, k, 1});
+  return shapes;
 }
 
-BENCHMARK(BM_OpenBlas)->Apply(Shapes);
-BENCHMARK(BM_Packed)->Apply(Shapes);
+void RegisterAll() {
+  for (const Shape& s : AllShapes()) {
+    const std::string suffix = "/m:" + std::to_string(s.m) + "/n:" + std::to_string(s.n) +
+                               "/k:" + std::to_string(s.k) +
+                               "/threads:" + std::to_string(s.threads);
+    benchmark::RegisterBenchmark(("OpenBlas" + suffix).c_str(), BM_OpenBlas, s)->UseRealTime();
+    benchmark::RegisterBenchmark(("Baseline" + suffix).c_str(),
+                                 BM_PackedKernel<&baseline::PackedLinear>, s)
+        ->UseRealTime();
+    benchmark::RegisterBenchmark(("Packed" + suffix).c_str(),
+                                 BM_PackedKernel<&rosetta::PackedLinear>, s)
+        ->UseRealTime();
+  }
+}
 
 }  // namespace
 
 int main(int argc, char** argv) {
   rosetta::SelectOpenBlasKernels(argv);
   benchmark::Initialize(&argc, argv);
+  RegisterAll();
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();
   return 0;

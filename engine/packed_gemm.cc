@@ -3,84 +3,103 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdint>
 #include <cstring>
+#include <utility>
 
 namespace rosetta {
 
 namespace {
 
 constexpr int kWidth = kPackedPanelWidth;  // two AVX-512 registers of 16 floats
-// Rows per kernel call: 12 rows x 2 registers = 24 accumulators of the 32 AVX-512 registers.
-constexpr int kMaxRows = 12;
 
-// `a` is a tile of kRows input rows packed column by column: a[kk * kRows + i] = x[i][kk].
-template <int kRows>
-__attribute__((target("avx512f,fma"))) void Kernel(const float* a, const float* panel, int k,
-                                                   const float* bias, float* y, int ldy,
-                                                   int columns) {
-  __m512 acc0[kRows];
-  __m512 acc1[kRows];
-  const __m512 bias0 = bias != nullptr ? _mm512_load_ps(bias) : _mm512_setzero_ps();
-  const __m512 bias1 = bias != nullptr ? _mm512_load_ps(bias + 16) : _mm512_setzero_ps();
-  for (int i = 0; i < kRows; ++i) {
-    acc0[i] = bias0;
-    acc1[i] = bias1;
+// Tile heights. A pair of panels (64 columns, 4 registers) takes 6 rows: 24 accumulators, 4 panel
+// loads and 6 broadcasts per k. A lone panel (the last one when their number is odd) takes 12 rows:
+// 24 accumulators, 2 loads and 12 broadcasts per k. The 6x64 tile measured 5-10% faster than 12x32
+// on the decoder and MiniLM shapes (fewer loads per FMA, 6 input rows streamed instead of 12).
+constexpr int kPairRows = 6;
+constexpr int kSingleRows = 12;
+
+// Rows per unit of work: x rows [r, r + kBlockRows) are read once per pair of panels, and stay in
+// L2 (1 MB) while a thread sweeps its panels when m is large (the encoder's 1024 rows).
+constexpr int kBlockRows = 256;
+
+// y[kRows x 16 kPanels * 2] = bias + x[kRows x k] W^T over kPanels (1 or 2) consecutive panels,
+// `panel_stride` floats apart. x is read in place (row i at x + i * ldx): no copy of the input.
+// Only the first `columns` columns are written.
+template <int kRows, int kPanels>
+__attribute__((target("avx512f,fma"))) void Kernel(const float* x, int64_t ldx, const float* panel,
+                                                   int64_t panel_stride, int k, const float* bias,
+                                                   float* y, int64_t ldy, int columns) {
+  constexpr int kVecs = 2 * kPanels;
+  __m512 acc[kRows][kVecs];
+  for (int v = 0; v < kVecs; ++v) {
+    const __m512 b = bias != nullptr ? _mm512_load_ps(bias + 16 * v) : _mm512_setzero_ps();
+    for (int i = 0; i < kRows; ++i) acc[i][v] = b;
   }
+  const float* panel1 = panel + panel_stride;
   for (int kk = 0; kk < k; ++kk) {
-    const __m512 b0 = _mm512_load_ps(panel + kk * kWidth);
-    const __m512 b1 = _mm512_load_ps(panel + kk * kWidth + 16);
+    __m512 b[kVecs];
+    b[0] = _mm512_load_ps(panel + kk * kWidth);
+    b[1] = _mm512_load_ps(panel + kk * kWidth + 16);
+    if constexpr (kPanels == 2) {
+      b[2] = _mm512_load_ps(panel1 + kk * kWidth);
+      b[3] = _mm512_load_ps(panel1 + kk * kWidth + 16);
+    }
+    // Explicit unrolling keeps the accumulators in registers whatever the optimisation level.
+#pragma GCC unroll 16
     for (int i = 0; i < kRows; ++i) {
-      const __m512 x = _mm512_set1_ps(a[kk * kRows + i]);
-      acc0[i] = _mm512_fmadd_ps(x, b0, acc0[i]);
-      acc1[i] = _mm512_fmadd_ps(x, b1, acc1[i]);
+      const __m512 a = _mm512_set1_ps(x[i * ldx + kk]);
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_fmadd_ps(a, b[v], acc[i][v]);
     }
   }
-  if (columns == kWidth) {
+  if (columns >= 16 * kVecs) {
     for (int i = 0; i < kRows; ++i) {
-      _mm512_storeu_ps(y + i * ldy, acc0[i]);
-      _mm512_storeu_ps(y + i * ldy + 16, acc1[i]);
+      for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
     }
-  } else {
-    const __mmask16 mask0 = static_cast<__mmask16>(columns >= 16 ? 0xffff : (1u << columns) - 1);
-    const __mmask16 mask1 = static_cast<__mmask16>(
-        columns <= 16 ? 0 : (columns >= 32 ? 0xffff : (1u << (columns - 16)) - 1));
-    for (int i = 0; i < kRows; ++i) {
-      _mm512_mask_storeu_ps(y + i * ldy, mask0, acc0[i]);
-      _mm512_mask_storeu_ps(y + i * ldy + 16, mask1, acc1[i]);
-    }
+    return;
   }
-}
-
-using KernelFn = void (*)(const float*, const float*, int, const float*, float*, int, int);
-
-constexpr KernelFn kKernels[kMaxRows + 1] = {
-    nullptr,    &Kernel<1>, &Kernel<2>, &Kernel<3>,  &Kernel<4>,  &Kernel<5>, &Kernel<6>,
-    &Kernel<7>, &Kernel<8>, &Kernel<9>, &Kernel<10>, &Kernel<11>, &Kernel<12>};
-
-// Packs the rows of x in tiles of kMaxRows (the last one shorter), column by column, so the kernel
-// reads its inputs as one sequential stream. Tile t starts at t * kMaxRows * k.
-void PackRows(const float* x, int m, int ldx, int k, float* packed) {
-  for (int row = 0; row < m; row += kMaxRows) {
-    const int rows = std::min(kMaxRows, m - row);
-    float* tile = packed + static_cast<size_t>(row) * k;
-    for (int i = 0; i < rows; ++i) {
-      const float* src = x + static_cast<size_t>(row + i) * ldx;
-      for (int kk = 0; kk < k; ++kk) tile[kk * rows + i] = src[kk];
-    }
+  for (int v = 0; v < kVecs; ++v) {
+    const int c = columns - 16 * v;
+    const __mmask16 mask = static_cast<__mmask16>(c >= 16 ? 0xffff : (c <= 0 ? 0 : (1u << c) - 1));
+    for (int i = 0; i < kRows; ++i) _mm512_mask_storeu_ps(y + i * ldy + 16 * v, mask, acc[i][v]);
   }
 }
 
-void RunPanels(const float* packed_x, int m, const PackedWeights& w, float* y, int ldy,
-               int first_panel, int end_panel) {
-  for (int p = first_panel; p < end_panel; ++p) {
-    const float* panel = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
-    const float* bias = w.bias.empty() ? nullptr : w.bias.data() + static_cast<size_t>(p) * kWidth;
-    const int columns = std::min(kWidth, w.n - p * kWidth);
-    for (int row = 0; row < m; row += kMaxRows) {
-      const int rows = std::min(kMaxRows, m - row);
-      kKernels[rows](packed_x + static_cast<size_t>(row) * w.k, panel, w.k, bias,
-                     y + static_cast<size_t>(row) * ldy + p * kWidth, ldy, columns);
-    }
+using KernelFn = void (*)(const float*, int64_t, const float*, int64_t, int, const float*, float*,
+                          int64_t, int);
+
+// kKernels<kPanels>[rows]: the kernel for tiles of `rows` rows (index 0 unused).
+template <int kPanels, int... kRows>
+constexpr std::array<KernelFn, sizeof...(kRows) + 1> MakeKernels(
+    std::integer_sequence<int, kRows...>) {
+  return {nullptr, &Kernel<kRows + 1, kPanels>...};
+}
+constexpr auto kPairKernels = MakeKernels<2>(std::make_integer_sequence<int, kPairRows>());
+constexpr auto kSingleKernels = MakeKernels<1>(std::make_integer_sequence<int, kSingleRows>());
+
+// y rows [row_begin, row_end) x the columns of panels [panel_begin, panel_end) (1 or 2 panels).
+void RunUnit(const float* x, int ldx, const PackedWeights& w, float* y, int ldy, int row_begin,
+             int row_end, int panel_begin, int panel_end) {
+  const int64_t panel_stride = static_cast<int64_t>(w.k) * kWidth;
+  const bool pair = panel_end - panel_begin == 2;
+  const int max_rows = pair ? kPairRows : kSingleRows;
+  const float* panel = w.data.data() + panel_begin * panel_stride;
+  const float* bias =
+      w.bias.empty() ? nullptr : w.bias.data() + static_cast<int64_t>(panel_begin) * kWidth;
+  const int columns = std::min((panel_end - panel_begin) * kWidth, w.n - panel_begin * kWidth);
+  // Tiles as even as possible (32 rows: 6+6+5+5+5+5, not 6+6+6+6+6+2): a short tile wastes FMA
+  // latency slots.
+  const int tiles = (row_end - row_begin + max_rows - 1) / max_rows;
+  int row = row_begin;
+  for (int t = 0; t < tiles; ++t) {
+    const int rows = (row_end - row + (tiles - t) - 1) / (tiles - t);
+    const KernelFn kernel = pair ? kPairKernels[rows] : kSingleKernels[rows];
+    kernel(x + static_cast<int64_t>(row) * ldx, ldx, panel, panel_stride, w.k, bias,
+           y + static_cast<int64_t>(row) * ldy + panel_begin * kWidth, ldy, columns);
+    row += rows;
   }
 }
 
@@ -111,16 +130,25 @@ PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool) {
   if (m <= 0) return;
-  // Thread-local so that concurrent callers (one per model worker) never share it.
-  thread_local AlignedVector<float> packed_x;
-  if (packed_x.size() < static_cast<size_t>(m) * w.k) packed_x.resize(static_cast<size_t>(m) * w.k);
-  PackRows(x, m, ldx, w.k, packed_x.data());
-  const float* a = packed_x.data();
+  // Units of work: a block of rows times a pair of panels (the last pair may be a single panel).
+  const int row_blocks = (m + kBlockRows - 1) / kBlockRows;
+  const int pairs = (w.panels + 1) / 2;
+  const int units = row_blocks * pairs;
+  auto run = [&](int begin, int end) {
+    for (int u = begin; u < end; ++u) {
+      const int block = u / pairs;
+      const int pair = u % pairs;
+      RunUnit(x, ldx, w, y, ldy, block * kBlockRows, std::min(m, (block + 1) * kBlockRows),
+              2 * pair, std::min(w.panels, 2 * pair + 2));
+    }
+  };
   if (pool == nullptr || pool->num_threads() == 1) {
-    RunPanels(a, m, w, y, ldy, 0, w.panels);
+    run(0, units);
     return;
   }
-  pool->ParallelFor(w.panels, [&](int begin, int end) { RunPanels(a, m, w, y, ldy, begin, end); });
+  // Contiguous ranges of units per thread. Handing units out one at a time from an atomic counter
+  // measured 0.6x-0.8x as fast at m <= 128 on 2 threads, so the split stays static.
+  pool->ParallelFor(units, run);
 }
 
 }  // namespace rosetta

@@ -30,8 +30,11 @@ bool PackedGemmSupported();
 // REQUIRES: w is [n x k] row-major; bias is null or has n values.
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k);
 
-// y[m x n] = x[m x k] W^T (+ bias). Rows of x and y are ldx and ldy floats apart. Splits the panels
-// across `pool`'s threads (null: the calling thread only). REQUIRES: PackedGemmSupported().
+// y[m x n] = x[m x k] W^T (+ bias). Rows of x and y are ldx and ldy floats apart; x is read in
+// place (no per-call copy) and only the first n columns of y are written. Splits the work (pairs of
+// panels x blocks of rows) across `pool`'s threads (null: the calling thread only). Thread-safe:
+// concurrent calls, each with its own pool, share no mutable state. REQUIRES:
+// PackedGemmSupported().
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool);
 

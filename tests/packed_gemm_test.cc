@@ -1,6 +1,9 @@
 #include "engine/packed_gemm.h"
 
+#include <cmath>
 #include <random>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -22,43 +25,128 @@ std::vector<double> Naive(const std::vector<float>& x, int m, int ldx, const std
   return y;
 }
 
+struct Case {
+  int m, n, k;
+};
+
+// Runs PackedLinear with x and y rows wider than k and n, y filled with NaN (every value must be
+// written, none read before) and a sentinel past n (must stay untouched), and compares with Naive.
+void ExpectMatchesNaive(const Case& c, bool with_bias, int ldx_extra, ThreadPool* pool,
+                        std::mt19937& rng) {
+  const auto [m, n, k] = c;
+  const int ldx = k + ldx_extra;
+  const int ldy = n + 5;
+  std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * ldx, rng);
+  std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  std::vector<float> b = with_bias ? testing::RandomVector(n, rng) : std::vector<float>{};
+  const PackedWeights packed = PackWeights(w.data(), with_bias ? b.data() : nullptr, n, k);
+  const std::vector<double> expected = Naive(x, m, ldx, w, b, n, k);
+  std::vector<float> y(static_cast<size_t>(m) * ldy);
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < ldy; ++j) {
+      y[static_cast<size_t>(i) * ldy + j] = j < n ? std::nanf("") : 1234.0f;
+    }
+  }
+  PackedLinear(x.data(), m, ldx, packed, y.data(), ldy, pool);
+  const int threads = pool == nullptr ? 0 : pool->num_threads();
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < ldy; ++j) {
+      const float got = y[static_cast<size_t>(i) * ldy + j];
+      if (j >= n) {
+        ASSERT_EQ(got, 1234.0f) << "wrote past n at row " << i << " col " << j;
+        continue;
+      }
+      const double want = expected[static_cast<size_t>(i) * n + j];
+      ASSERT_NEAR(got, want, 1e-4 * (1.0 + std::abs(want)) * std::sqrt(k))
+          << "m=" << m << " n=" << n << " k=" << k << " bias=" << with_bias << " ldx=" << ldx
+          << " threads=" << threads << " at " << i << "," << j;
+    }
+  }
+}
+
 TEST(PackedGemm, MatchesNaiveOverShapes) {
   if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
   std::mt19937 rng(3);
-  ThreadPool pool(2);
-  for (int m : {1, 2, 11, 12, 13, 25, 40}) {
-    for (auto [n, k] :
-         {std::pair{1, 1}, {16, 7}, {31, 33}, {32, 64}, {33, 5}, {100, 130}, {257, 64}}) {
+  ThreadPool one(1);
+  ThreadPool two(2);
+  // Row counts around the tile heights (6 and 12) and small n: one panel, a partial panel, an odd
+  // number of panels (the last one runs the 32-wide kernel), pairs of panels.
+  for (int m : {1, 2, 5, 6, 7, 11, 12, 13, 25, 40}) {
+    for (auto [n, k] : {std::pair{1, 1},
+                        {16, 7},
+                        {31, 33},
+                        {32, 64},
+                        {33, 5},
+                        {64, 9},
+                        {65, 17},
+                        {100, 130},
+                        {257, 64}}) {
       for (bool with_bias : {false, true}) {
         for (int ldx_extra : {0, 3}) {
-          const int ldx = k + ldx_extra;
-          std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * ldx, rng);
-          std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
-          std::vector<float> b = with_bias ? testing::RandomVector(n, rng) : std::vector<float>{};
-          const PackedWeights packed = PackWeights(w.data(), with_bias ? b.data() : nullptr, n, k);
-          const std::vector<double> expected = Naive(x, m, ldx, w, b, n, k);
-          for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
-            // ldy larger than n: columns past n must stay untouched.
-            const int ldy = n + 5;
-            std::vector<float> y(static_cast<size_t>(m) * ldy, 1234.0f);
-            PackedLinear(x.data(), m, ldx, packed, y.data(), ldy, p);
-            for (int i = 0; i < m; ++i) {
-              for (int j = 0; j < ldy; ++j) {
-                const float got = y[static_cast<size_t>(i) * ldy + j];
-                if (j >= n) {
-                  ASSERT_EQ(got, 1234.0f) << "wrote past n at row " << i << " col " << j;
-                  continue;
-                }
-                const double want = expected[static_cast<size_t>(i) * n + j];
-                ASSERT_NEAR(got, want, 1e-4 * (1.0 + std::abs(want)) * std::sqrt(k))
-                    << "m=" << m << " n=" << n << " k=" << k << " at " << i << "," << j;
-              }
-            }
+          for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &one, &two}) {
+            ExpectMatchesNaive({m, n, k}, with_bias, ldx_extra, pool, rng);
           }
         }
       }
     }
   }
+}
+
+TEST(PackedGemm, MatchesNaiveAcrossBlocks) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+  std::mt19937 rng(4);
+  ThreadPool two(2);
+  // m across the blocks of 256 rows, up to more than 1024 rows; larger k; n with a partial last
+  // panel and an odd number of panels.
+  for (const Case& c : std::vector<Case>{{3, 97, 255},
+                                         {17, 64, 256},
+                                         {30, 33, 257},
+                                         {12, 130, 513},
+                                         {128, 96, 600},
+                                         {255, 65, 40},
+                                         {256, 64, 300},
+                                         {257, 100, 70},
+                                         {600, 31, 260},
+                                         {1025, 97, 33},
+                                         {1100, 64, 520}}) {
+    for (bool with_bias : {false, true}) {
+      for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
+        ExpectMatchesNaive(c, with_bias, /*ldx_extra=*/with_bias ? 5 : 0, pool, rng);
+      }
+    }
+  }
+}
+
+TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+  // Two model workers, each with its own pool, multiplying by the same weights at the same time.
+  std::mt19937 rng(5);
+  const int m = 37, n = 200, k = 300;
+  const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  const std::vector<float> b = testing::RandomVector(n, rng);
+  const PackedWeights packed = PackWeights(w.data(), b.data(), n, k);
+  std::vector<float> x[2];
+  std::vector<float> expected[2];
+  for (int t = 0; t < 2; ++t) {
+    x[t] = testing::RandomVector(static_cast<size_t>(m) * k, rng);
+    expected[t].resize(static_cast<size_t>(m) * n);
+    PackedLinear(x[t].data(), m, k, packed, expected[t].data(), n, nullptr);
+  }
+  bool same[2] = {true, true};
+  std::thread workers[2];
+  for (int t = 0; t < 2; ++t) {
+    workers[t] = std::thread([&, t] {
+      ThreadPool pool(2);
+      std::vector<float> y(static_cast<size_t>(m) * n);
+      for (int repeat = 0; repeat < 50; ++repeat) {
+        PackedLinear(x[t].data(), m, k, packed, y.data(), n, &pool);
+        if (y != expected[t]) same[t] = false;
+      }
+    });
+  }
+  for (std::thread& worker : workers) worker.join();
+  EXPECT_TRUE(same[0]);
+  EXPECT_TRUE(same[1]);
 }
 
 TEST(PackedGemm, PackingLayout) {
