@@ -549,6 +549,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   if (conventions.add_source_bos && source.Find(bos)) result->source_bos_id = *source.Find(bos);
   if (conventions.add_source_eos && source.Find(eos)) result->source_eos_id = *source.Find(eos);
   result->codec = std::make_unique<WhitespaceCodec>();
+  PackEncoderWeights(*model);
   PackDecoderWeights(*model);
   result->transformer = std::move(model);
   return result;

@@ -322,6 +322,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
   defaults.beam_size = std::clamp(defaults.beam_size, 1, 16);
   ASSIGN_OR_RETURN(defaults.max_length, gen.IntOr("max_length", 256));
   defaults.max_length = std::clamp(defaults.max_length, 1, shape.max_positions);
+  PackEncoderWeights(*model);
   PackDecoderWeights(*model);
   result->transformer = std::move(model);
   return result;

@@ -26,15 +26,19 @@ void PackDecoderWeights(TransformerModel& model) {
 
 void PackEncoderWeights(TransformerModel& model) {
   if (!PackedGemmSupported()) return;
+  auto pack = [&](LinearWeights& w) {
+    model.packed_storage.push_back(
+        std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in)));
+    w.packed = model.packed_storage.back().get();
+    w.packed_max_rows = std::numeric_limits<int>::max();
+  };
   for (EncoderLayerWeights& layer : model.encoder_layers) {
-    for (LinearWeights* w : {&layer.self_attention.qkv, &layer.self_attention.output,
-                             &layer.ffn.inner, &layer.ffn.outer}) {
-      model.packed_storage.push_back(
-          std::make_unique<PackedWeights>(PackWeights(w->weight, w->bias, w->out, w->in)));
-      w->packed = model.packed_storage.back().get();
-      w->packed_max_rows = std::numeric_limits<int>::max();
-    }
+    pack(layer.self_attention.qkv);
+    pack(layer.self_attention.output);
+    pack(layer.ffn.inner);
+    pack(layer.ffn.outer);
   }
+  for (DecoderLayerWeights& layer : model.decoder_layers) pack(layer.cross_attention.kv);
 }
 
 AlignedVector<float> MakeSinusoidalTable(int max_positions, int dim, SinusoidalLayout layout,

@@ -24,8 +24,8 @@ struct LinearWeights {
   // The same weights packed for few-row multiplication (decoder steps); null when not packed.
   const PackedWeights* packed = nullptr;
   // Up to this many rows `packed` is used, OpenBLAS above: 256 for decoder steps
-  // (bench/gemm_bench); every row count for embedding encoders (bench/embedding_bench: 1.15x at
-  // 1,024 rows).
+  // (bench/gemm_bench); every row count for layers over source tokens (PackEncoderWeights;
+  // bench/embedding_bench: 1.15x at 1,024 rows).
   int packed_max_rows = 256;
 };
 
@@ -127,8 +127,10 @@ struct TransformerModel {
 // Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
 // Loaders call it once the model is complete.
 void PackDecoderWeights(TransformerModel& model);
-// The same for the encoder layers, for encoders that often run short inputs alone (sentence
-// embeddings: one 32-token text is 32 rows).
+// The same for the layers that run over source tokens: the encoder layers and the decoder's
+// cross-attention key/value projections, packed for every row count. Sources often arrive alone
+// or in small groups (a 32-token text is 32 rows; the daemon admits a few sentences between two
+// decoding steps), where OpenBLAS would repack the weights on each call.
 void PackEncoderWeights(TransformerModel& model);
 
 // Layouts of sinusoidal position tables found in checkpoints.
