@@ -171,6 +171,51 @@ __attribute__((target("avx512f"))) void WeightValues(const float* p, int ldp, co
   }
 }
 
+// Transposes 16 rows of 16 floats in registers.
+__attribute__((target("avx512f"))) inline void Transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+}
+
+// kt[c][j] = k[j][c] for j < tk, c < d; zero for tk <= j < ldkt (a multiple of 16).
+__attribute__((target("avx512f"))) void TransposeKeys(const float* k, int ldk, int tk, int d,
+                                                      float* kt, int ldkt) {
+  for (int j0 = 0; j0 < ldkt; j0 += 16) {
+    for (int c0 = 0; c0 < d; c0 += 16) {
+      const __mmask16 columns = LaneMask(d - c0);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = j0 + i < tk
+                   ? _mm512_maskz_loadu_ps(columns, k + static_cast<int64_t>(j0 + i) * ldk + c0)
+                   : _mm512_setzero_ps();
+      }
+      Transpose16x16(r);
+      for (int i = 0; i < 16 && c0 + i < d; ++i) {
+        _mm512_storeu_ps(kt + static_cast<int64_t>(c0 + i) * ldkt + j0, r[i]);
+      }
+    }
+  }
+}
+
 // Short blocks without BLAS: K^T into scratch, then per head, blocks of kBlockRows queries:
 // scores by broadcast FMAs, softmax over each row's visible keys, weighted sum of the visible
 // value rows. Causal rows are weighted one by one, so no row reads a value it may not see.
@@ -181,18 +226,12 @@ __attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionAr
   const int d = shape.num_heads * dh;
   const int tk = std::min(a.tk, a.key_length);
   const int ldkt = RoundUp16(tk);
-  // K^T of every head at once ([d x ldkt]): each key row is read as one contiguous stream, which
-  // the hardware prefetches (head by head, the row reads were latency-bound cache misses).
+  // K^T of every head at once ([d x ldkt], zero past the last key), 16 x 16 tiles at a time: each
+  // key row is read as one contiguous stream (head by head, the scattered row reads were
+  // latency-bound cache misses).
   float* kt = scratch;
   float* p = scratch + static_cast<int64_t>(d) * ldkt;
-  for (int j = 0; j < tk; ++j) {
-    const float* k = a.k + static_cast<int64_t>(j) * a.ldk;
-    for (int c = 0; c < d; ++c) kt[static_cast<int64_t>(c) * ldkt + j] = k[c];
-  }
-  for (int c = 0; c < d; ++c) {
-    std::fill(kt + static_cast<int64_t>(c) * ldkt + tk, kt + static_cast<int64_t>(c + 1) * ldkt,
-              0.0f);
-  }
+  TransposeKeys(a.k, a.ldk, tk, d, kt, ldkt);
   for (int h = 0; h < shape.num_heads; ++h) {
     const int offset = h * dh;
     const float* kt_h = kt + static_cast<int64_t>(offset) * ldkt;
