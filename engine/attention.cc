@@ -123,9 +123,10 @@ void AttendBlockByGemm(const BlockAttentionArgs& a, const AttentionShape& shape,
 
 // Query rows per register block of the AVX-512 block kernel: each K^T load feeds this many FMAs.
 constexpr int kBlockRows = 4;
-// Up to this many keys the AVX-512 block kernel replaces the GEMM path. Encoder sentences (up to
-// 256 tokens for embedding models) stay on it; the transposed keys of a head (head_dim x 256
-// floats) fit in L1/L2.
+// Up to this many keys the AVX-512 block kernel replaces the GEMM path: embedding models' texts
+// (at most 256 or 512 tokens) mostly stay on it, and K^T (d_model x 256 floats) stays in L2.
+// Measured faster only at 32 keys (bench/embedding_bench); the limit is not tuned against
+// OpenBLAS at longer blocks.
 constexpr int kMaxKeysForAvx512 = 256;
 
 int RoundUp16(int n) { return (n + 15) / 16 * 16; }

@@ -124,10 +124,6 @@ AttentionShape ShapeOf(const TransformerModel& model) {
   return shape;
 }
 
-}  // namespace
-
-namespace {
-
 // Buffers of one encoder pass, sized for the whole packed batch and indexed by absolute row, so
 // groups of sentences encoded in parallel each use their own rows of them.
 struct EncoderPass {
@@ -149,8 +145,8 @@ struct EncoderPass {
 // null or the work is too small to be worth a hand-off.
 template <typename Fn>
 void ForRange(ThreadPool* pool, int n, int64_t work, const Fn& fn) {
-  // Below about this many floats of element-wise work, waking the other threads costs more than
-  // it saves (measured on LayerNorm of 32 rows of 384).
+  // Below about this many floats of element-wise work (a LayerNorm of 32 rows of 384 is 12,288),
+  // waking the other threads likely costs more than it saves. A guess, not tuned.
   constexpr int64_t kMinParallelWork = 16384;
   if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
     fn(0, n);
@@ -289,7 +285,8 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
 // Splits sentences into `groups` contiguous groups of about equal rows: group g is sentences
 // [bounds[g], bounds[g+1]). Returns false when that cannot be done evenly (fewer sentences than
 // groups, or one long sentence among short ones): the largest group would exceed the mean by
-// more than kMaxImbalance.
+// more than kMaxImbalance (20%: a guess at where splitting every op across the threads wins;
+// not tuned).
 bool SplitSentences(std::span<const int> offsets, int groups, std::vector<int>& bounds) {
   constexpr double kMaxImbalance = 1.2;
   const int sentences = static_cast<int>(offsets.size()) - 1;
@@ -325,8 +322,9 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
   if (num_sentences <= 0 || rows == 0) return;
   int max_length = 0;
   int max_inner = 0;
-  for (int s = 0; s < num_sentences; ++s)
+  for (int s = 0; s < num_sentences; ++s) {
     max_length = std::max(max_length, offsets[s + 1] - offsets[s]);
+  }
   for (const EncoderLayerWeights& layer : model.encoder_layers) {
     max_inner = std::max(max_inner, layer.ffn.inner.out);
   }
