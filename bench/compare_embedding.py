@@ -12,6 +12,7 @@ noisy); the table reports medians of sentences per second.
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -41,6 +42,7 @@ def main():
         subprocess.run([sys.executable, str(ROOT / "tests/reference/bert_reference.py"),
                         "make-checkpoint", "--out", args.model, "--shape", "minilm", "--seed", "1",
                         "--vocab", args.vocab, "--layout", "st"], check=True)
+    load_before = os.getloadavg()
     results = {}  # (impl, batch) -> [sentences/s]
     for _ in range(args.rounds):
         for batch in (int(b) for b in args.batches.split(",")):
@@ -61,7 +63,10 @@ def main():
         r = statistics.median(results[("rosetta", batch)])
         t = statistics.median(results[("pytorch", batch)])
         print(f"| {batch} | {r:.0f} | {t:.0f} | {r / t:.2f}x |")
-    print(f"\nmedians of {args.rounds} rounds; {args.length}-token texts; {args.threads} threads")
+    load_after = os.getloadavg()
+    print(f"\nmedians of {args.rounds} rounds; {args.length}-token texts; {args.threads} threads; "
+          f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after "
+          f"(1-minute; {os.cpu_count()} CPUs)")
 
 
 if __name__ == "__main__":

@@ -121,9 +121,165 @@ void AttendBlockByGemm(const BlockAttentionArgs& a, const AttentionShape& shape,
   }
 }
 
+// Query rows per register block of the AVX-512 block kernel: each K^T load feeds this many FMAs.
+constexpr int kBlockRows = 4;
+// Up to this many keys the AVX-512 block kernel replaces the GEMM path: embedding models' texts
+// (at most 256 or 512 tokens) mostly stay on it, and K^T (d_model x 256 floats) stays in L2.
+// Measured faster only at 32 keys (bench/embedding_bench); the limit is not tuned against
+// OpenBLAS at longer blocks.
+constexpr int kMaxKeysForAvx512 = 256;
+
+int RoundUp16(int n) { return (n + 15) / 16 * 16; }
+
+__attribute__((target("avx512f"))) inline __mmask16 LaneMask(int remaining) {
+  return remaining >= 16 ? static_cast<__mmask16>(0xffff)
+                         : static_cast<__mmask16>((1u << remaining) - 1);
+}
+
+// Scores of kRows query rows (q[r], head offset applied) against the transposed keys kt
+// ([dh x ldkt], zero past the last key): p[r][j] = scale * q[r] . k_j for j < ldkt.
+template <int kRows>
+__attribute__((target("avx512f"))) void ScoreRows(const float* const* q, const float* kt, int ldkt,
+                                                  int dh, float scale, float* p) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (int j = 0; j < ldkt; j += 16) {
+    __m512 acc[kRows];
+    for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+    for (int c = 0; c < dh; ++c) {
+      const __m512 k = _mm512_loadu_ps(kt + static_cast<int64_t>(c) * ldkt + j);
+      for (int r = 0; r < kRows; ++r) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(q[r][c]), k, acc[r]);
+    }
+    for (int r = 0; r < kRows; ++r) _mm512_storeu_ps(p + r * ldkt + j, _mm512_mul_ps(acc[r], s));
+  }
+}
+
+// out[r] = sum_{j < n} p[r][j] v_j over kRows rows of probabilities (rows ldp apart), head offset
+// applied to v and out. Reads only value rows j < n.
+template <int kRows>
+__attribute__((target("avx512f"))) void WeightValues(const float* p, int ldp, const float* v,
+                                                     int ldv, int n, int dh, float* const* out) {
+  for (int c = 0; c < dh; c += 16) {
+    const __mmask16 mask = LaneMask(dh - c);
+    __m512 acc[kRows];
+    for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+      const __m512 value = _mm512_maskz_loadu_ps(mask, v + static_cast<int64_t>(j) * ldv + c);
+      for (int r = 0; r < kRows; ++r) {
+        acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(p[r * ldp + j]), value, acc[r]);
+      }
+    }
+    for (int r = 0; r < kRows; ++r) _mm512_mask_storeu_ps(out[r] + c, mask, acc[r]);
+  }
+}
+
+// Transposes 16 rows of 16 floats in registers.
+__attribute__((target("avx512f"))) inline void Transpose16x16(__m512 r[16]) {
+  __m512 t[16];
+  for (int i = 0; i < 16; i += 2) {
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {
+    r[i] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 16; i += 8) {
+    for (int k = 0; k < 4; ++k) {
+      t[i + k] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0x88);
+      t[i + k + 4] = _mm512_shuffle_f32x4(r[i + k], r[i + k + 4], 0xdd);
+    }
+  }
+  for (int k = 0; k < 8; ++k) {
+    r[k] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0x88);
+    r[k + 8] = _mm512_shuffle_f32x4(t[k], t[k + 8], 0xdd);
+  }
+}
+
+// kt[c][j] = k[j][c] for j < tk, c < d; zero for tk <= j < ldkt (a multiple of 16).
+__attribute__((target("avx512f"))) void TransposeKeys(const float* k, int ldk, int tk, int d,
+                                                      float* kt, int ldkt) {
+  for (int j0 = 0; j0 < ldkt; j0 += 16) {
+    for (int c0 = 0; c0 < d; c0 += 16) {
+      const __mmask16 columns = LaneMask(d - c0);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i) {
+        r[i] = j0 + i < tk
+                   ? _mm512_maskz_loadu_ps(columns, k + static_cast<int64_t>(j0 + i) * ldk + c0)
+                   : _mm512_setzero_ps();
+      }
+      Transpose16x16(r);
+      for (int i = 0; i < 16 && c0 + i < d; ++i) {
+        _mm512_storeu_ps(kt + static_cast<int64_t>(c0 + i) * ldkt + j0, r[i]);
+      }
+    }
+  }
+}
+
+// Short blocks without BLAS: K^T into scratch, then per head, blocks of kBlockRows queries:
+// scores by broadcast FMAs, softmax over each row's visible keys, weighted sum of the visible
+// value rows. Causal rows are weighted one by one, so no row reads a value it may not see.
+__attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionArgs& a,
+                                                          const AttentionShape& shape,
+                                                          float* scratch) {
+  const int dh = shape.head_dim;
+  const int d = shape.num_heads * dh;
+  const int tk = std::min(a.tk, a.key_length);
+  const int ldkt = RoundUp16(tk);
+  // K^T of every head at once ([d x ldkt], zero past the last key), 16 x 16 tiles at a time: each
+  // key row is read as one contiguous stream (head by head, the scattered row reads were
+  // latency-bound cache misses).
+  float* kt = scratch;
+  float* p = scratch + static_cast<int64_t>(d) * ldkt;
+  TransposeKeys(a.k, a.ldk, tk, d, kt, ldkt);
+  for (int h = 0; h < shape.num_heads; ++h) {
+    const int offset = h * dh;
+    const float* kt_h = kt + static_cast<int64_t>(offset) * ldkt;
+    const float* v = a.v + offset;
+    for (int i0 = 0; i0 < a.tq; i0 += kBlockRows) {
+      const int rows = std::min(kBlockRows, a.tq - i0);
+      const float* q[kBlockRows];
+      float* out[kBlockRows];
+      for (int r = 0; r < kBlockRows; ++r) {
+        const int i = i0 + std::min(r, rows - 1);  // a short block repeats its last row
+        q[r] = a.q + static_cast<int64_t>(i) * a.ldq + offset;
+        out[r] = a.out + static_cast<int64_t>(i) * a.ldo + offset;
+      }
+      ScoreRows<kBlockRows>(q, kt_h, ldkt, dh, shape.scale, p);
+      int visible[kBlockRows];
+      for (int r = 0; r < rows; ++r) {
+        visible[r] = std::min(VisibleKeys(a, i0 + r), tk);
+        Softmax(p + r * ldkt, visible[r]);
+      }
+      if (!a.causal && rows == kBlockRows) {
+        WeightValues<kBlockRows>(p, ldkt, v, a.ldv, tk, dh, out);
+      } else {
+        for (int r = 0; r < rows; ++r) {
+          WeightValues<1>(p + r * ldkt, ldkt, v, a.ldv, visible[r], dh, &out[r]);
+        }
+      }
+    }
+  }
+}
+
+bool UseAvx512Block(int tk) { return kAttentionAvx512 && tk <= kMaxKeysForAvx512; }
+
 }  // namespace
 
+int64_t AttendBlockScratchFloats(int tq, int tk, const AttentionShape& shape) {
+  const int64_t gemm = static_cast<int64_t>(tq) * tk;
+  if (!UseAvx512Block(tk)) return gemm;
+  const int64_t ldkt = RoundUp16(tk);
+  return std::max(gemm,
+                  (static_cast<int64_t>(shape.num_heads) * shape.head_dim + kBlockRows) * ldkt);
+}
+
 void AttendBlock(const BlockAttentionArgs& args, const AttentionShape& shape, float* scratch) {
+  if (UseAvx512Block(args.tk)) {
+    AttendBlockAvx512(args, shape, scratch);
+    return;
+  }
   // Below this many query rows, per-row loops are faster than two small GEMMs per head.
   constexpr int kMinRowsForGemm = 8;
   // Causal attention reads only the visible keys row by row: the GEMM path would multiply hidden

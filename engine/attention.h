@@ -23,8 +23,9 @@ void AttendRow(const float* query, const float* const* keys, const float* const*
 
 // Attention of `tq` query rows over `tk` contiguous key/value rows, with a padding mask (only keys
 // j < key_length are seen) and optionally a causal mask (query i sees keys j <= i + causal_offset).
-// Leading dimensions (ld*) are in floats. REQUIRES: every query sees at least one key;
-// `scratch` holds tq * tk floats.
+// Leading dimensions (ld*) are in floats. Reads only the visible key and value rows of each query.
+// REQUIRES: every query sees at least one key; `scratch` holds AttendBlockScratchFloats(tq, tk,
+// shape) floats.
 struct BlockAttentionArgs {
   const float* q = nullptr;
   int ldq = 0;
@@ -41,6 +42,9 @@ struct BlockAttentionArgs {
   int causal_offset = 0;
 };
 void AttendBlock(const BlockAttentionArgs& args, const AttentionShape& shape, float* scratch);
+
+// Floats of scratch AttendBlock needs for `tq` queries over `tk` keys (at least tq * tk).
+int64_t AttendBlockScratchFloats(int tq, int tk, const AttentionShape& shape);
 
 }  // namespace rosetta
 

@@ -112,9 +112,15 @@ void Add(const float* a, const float* b, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
 }
 
+namespace {
+void AddLayerNormAvx512(const float* a, const float* b, const float* gamma, const float* beta,
+                        float eps, int64_t rows, int64_t cols, float* out);
+extern const bool kHasAvx512;
+}  // namespace
+
 ROSETTA_MULTIVERSION
-void LayerNorm(const float* x, const float* gamma, const float* beta, float eps, int64_t rows,
-               int64_t cols, float* out) {
+static void LayerNormScalar(const float* x, const float* gamma, const float* beta, float eps,
+                            int64_t rows, int64_t cols, float* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* in = x + r * cols;
     float* o = out + r * cols;
@@ -129,6 +135,19 @@ void LayerNorm(const float* x, const float* gamma, const float* beta, float eps,
     const float inv_std = 1.0f / std::sqrt(sq / static_cast<float>(cols) + eps);
     for (int64_t c = 0; c < cols; ++c) o[c] = (in[c] - mean) * inv_std * gamma[c] + beta[c];
   }
+}
+
+void LayerNorm(const float* x, const float* gamma, const float* beta, float eps, int64_t rows,
+               int64_t cols, float* out) {
+  if (kHasAvx512) return AddLayerNormAvx512(x, nullptr, gamma, beta, eps, rows, cols, out);
+  LayerNormScalar(x, gamma, beta, eps, rows, cols, out);
+}
+
+void AddLayerNorm(const float* a, const float* b, const float* gamma, const float* beta, float eps,
+                  int64_t rows, int64_t cols, float* out) {
+  if (kHasAvx512) return AddLayerNormAvx512(a, b, gamma, beta, eps, rows, cols, out);
+  Add(a, b, out, rows * cols);
+  LayerNormScalar(out, gamma, beta, eps, rows, cols, out);
 }
 
 namespace {
@@ -201,6 +220,44 @@ __attribute__((target("avx512f"))) void SubtractTwiceAvx512(float* x, int64_t n,
 }
 
 const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+
+// Per row: the sum a + b written to `out` while summing it, then the variance, then the affine
+// normalisation: three passes over a row that stays in L1. `b` may be null (plain LayerNorm).
+__attribute__((target("avx512f"))) void AddLayerNormAvx512(const float* a, const float* b,
+                                                           const float* gamma, const float* beta,
+                                                           float eps, int64_t rows, int64_t cols,
+                                                           float* out) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* x = a + r * cols;
+    const float* y = b != nullptr ? b + r * cols : nullptr;
+    float* o = out + r * cols;
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = TailMask(cols - c);
+      __m512 v = _mm512_maskz_loadu_ps(mask, x + c);
+      if (y != nullptr) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, y + c));
+      _mm512_mask_storeu_ps(o + c, mask, v);
+      sum = _mm512_add_ps(sum, v);
+    }
+    const __m512 mean = _mm512_set1_ps(_mm512_reduce_add_ps(sum) / static_cast<float>(cols));
+    __m512 sq = _mm512_setzero_ps();
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = TailMask(cols - c);
+      const __m512 d = _mm512_maskz_sub_ps(mask, _mm512_maskz_loadu_ps(mask, o + c), mean);
+      sq = _mm512_fmadd_ps(d, d, sq);
+    }
+    const __m512 inv_std =
+        _mm512_set1_ps(1.0f / std::sqrt(_mm512_reduce_add_ps(sq) / static_cast<float>(cols) + eps));
+    for (int64_t c = 0; c < cols; c += 16) {
+      const __mmask16 mask = TailMask(cols - c);
+      const __m512 d =
+          _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(mask, o + c), mean), inv_std);
+      const __m512 v = _mm512_fmadd_ps(d, _mm512_maskz_loadu_ps(mask, gamma + c),
+                                       _mm512_maskz_loadu_ps(mask, beta + c));
+      _mm512_mask_storeu_ps(o + c, mask, v);
+    }
+  }
+}
 
 // x / (1 + exp(-x)).
 __attribute__((target("avx512f"))) void SiluAvx512(float* x, int64_t n) {

@@ -37,6 +37,11 @@ void Add(const float* a, const float* b, float* out, int64_t n);
 void LayerNorm(const float* x, const float* gamma, const float* beta, float eps, int64_t rows,
                int64_t cols, float* out);
 
+// out[r] = LayerNorm(a[r] + b[r]) with the same gamma, beta and eps: the residual connection and
+// the norm of a post-norm Transformer in one pass over memory. `out` may alias `a` or `b`.
+void AddLayerNorm(const float* a, const float* b, const float* gamma, const float* beta, float eps,
+                  int64_t rows, int64_t cols, float* out);
+
 // In-place softmax over the first `n` values of `x`.
 void Softmax(float* x, int64_t n);
 

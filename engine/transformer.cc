@@ -33,9 +33,9 @@ enum Buffer : int {
 };
 static_assert(kPointers < Workspace::kFirstCallerBuffer);
 
-void Linear(const LinearWeights& w, const float* x, int rows, float* y, Workspace& ws) {
+void Linear(const LinearWeights& w, const float* x, int rows, float* y, ThreadPool* pool) {
   if (w.packed != nullptr && rows <= w.packed_max_rows) {
-    PackedLinear(x, rows, w.in, *w.packed, y, w.out, ws.pool());
+    PackedLinear(x, rows, w.in, *w.packed, y, w.out, pool);
     return;
   }
   // Large GEMMs: each thread of the pool multiplies by a slice of the output columns, with
@@ -51,13 +51,13 @@ void Linear(const LinearWeights& w, const float* x, int rows, float* y, Workspac
     }
   };
   constexpr int kColumnAlignment = 64;  // slices that start on cache lines and kernel widths
-  const int threads = ws.pool() != nullptr ? ws.pool()->num_threads() : 1;
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
   const int blocks = (w.out + kColumnAlignment - 1) / kColumnAlignment;
   if (threads == 1 || blocks < 2) {
     columns(0, w.out);
     return;
   }
-  ws.pool()->ParallelFor(blocks, [&](int begin, int end) {
+  pool->ParallelFor(blocks, [&](int begin, int end) {
     columns(begin * kColumnAlignment, std::min(end * kColumnAlignment, w.out));
   });
 }
@@ -90,9 +90,9 @@ void FeedForward(const TransformerModel& model, const FeedForwardWeights& ffn, i
   float* inner = ws.Get(kFfnInner, static_cast<size_t>(rows) * ffn.inner.out);
   float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * config.d_model);
   const float* input = SublayerInput(config, ffn.norm, x, rows, normed);
-  Linear(ffn.inner, input, rows, inner, ws);
+  Linear(ffn.inner, input, rows, inner, ws.pool());
   ApplyActivation(config.activation, inner, static_cast<int64_t>(rows) * ffn.inner.out);
-  Linear(ffn.outer, inner, rows, projected, ws);
+  Linear(ffn.outer, inner, rows, projected, ws.pool());
   Residual(config, ffn.norm, projected, rows, x);
 }
 
@@ -124,58 +124,238 @@ AttentionShape ShapeOf(const TransformerModel& model) {
   return shape;
 }
 
+// Buffers of one encoder pass, sized for the whole packed batch and indexed by absolute row, so
+// groups of sentences encoded in parallel each use their own rows of them.
+struct EncoderPass {
+  const TransformerModel* model = nullptr;
+  std::span<const int32_t> ids;
+  std::span<const int> offsets;
+  float* x = nullptr;
+  float* normed = nullptr;
+  float* qkv = nullptr;
+  float* context = nullptr;
+  float* projected = nullptr;
+  float* inner = nullptr;
+  // Attention scratch: one slot of `scratch_floats` per thread that attends.
+  float* scratch = nullptr;
+  int64_t scratch_floats = 0;
+};
+
+// Runs fn(begin, end) over [0, n) on `pool`'s threads, or at once on this thread when `pool` is
+// null or the work is too small to be worth a hand-off.
+template <typename Fn>
+void ForRange(ThreadPool* pool, int n, int64_t work, const Fn& fn) {
+  // Below about this many floats of element-wise work (a LayerNorm of 32 rows of 384 is 12,288),
+  // waking the other threads likely costs more than it saves. A guess, not tuned.
+  constexpr int64_t kMinParallelWork = 16384;
+  if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
+    fn(0, n);
+    return;
+  }
+  pool->ParallelFor(n, fn);
+}
+
+// x = LN(x + sublayer) for post-norm models, x += sublayer for pre-norm ones; over `rows` rows.
+void EncoderResidual(const TransformerConfig& config, const LayerNormWeights& norm,
+                     const float* sublayer, int rows, float* x, ThreadPool* pool) {
+  const int d = config.d_model;
+  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    float* xb = x + static_cast<int64_t>(begin) * d;
+    const float* sb = sublayer + static_cast<int64_t>(begin) * d;
+    if (config.pre_norm) {
+      Add(xb, sb, xb, static_cast<int64_t>(end - begin) * d);
+    } else {
+      AddLayerNorm(xb, sb, norm.gamma, norm.beta, config.layer_norm_epsilon, end - begin, d, xb);
+    }
+  });
+}
+
+// LN(x) into `out`, rows split across the pool.
+void EncoderNorm(const TransformerConfig& config, const LayerNormWeights& norm, const float* x,
+                 int rows, float* out, ThreadPool* pool) {
+  const int d = config.d_model;
+  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    LayerNorm(x + static_cast<int64_t>(begin) * d, norm.gamma, norm.beta, config.layer_norm_epsilon,
+              end - begin, d, out + static_cast<int64_t>(begin) * d);
+  });
+}
+
+// Encodes sentences [first, last) of the pass (embeddings, every layer, the final norm) on
+// `pool`'s threads, or on this thread alone when `pool` is null (using scratch slot `slot`).
+void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* pool, int slot) {
+  const TransformerModel& model = *pass.model;
+  const TransformerConfig& config = model.config;
+  const int d = config.d_model;
+  const int row0 = pass.offsets[first];
+  const int rows = pass.offsets[last] - row0;
+  const auto at = [&](float* buffer, int width) {
+    return buffer + static_cast<int64_t>(row0) * width;
+  };
+  float* x = at(pass.x, d);
+  float* normed = at(pass.normed, d);
+  float* qkv = at(pass.qkv, 3 * d);
+  float* context = at(pass.context, d);
+  float* projected = at(pass.projected, d);
+
+  ForRange(pool, last - first, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    for (int s = first + begin; s < first + end; ++s) {
+      for (int r = pass.offsets[s]; r < pass.offsets[s + 1]; ++r) {
+        Embed(model.encoder_embeddings, d, pass.ids[r], r - pass.offsets[s],
+              pass.x + static_cast<int64_t>(r) * d);
+      }
+    }
+  });
+  if (model.encoder_embeddings.norm.present()) {
+    EncoderNorm(config, model.encoder_embeddings.norm, x, rows, x, pool);
+  }
+
+  const AttentionShape shape = ShapeOf(model);
+  const int heads = shape.num_heads;
+  // (sentence, head) pairs, so that a single sentence still spreads over the threads; a thread
+  // attends each sentence of its slice in one call over the slice's heads of it.
+  const int pairs = (last - first) * heads;
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
+  auto attend = [&](int pair_begin, int pair_end, float* scratch) {
+    for (int pair = pair_begin; pair < pair_end;) {
+      const int s = first + pair / heads;
+      const int head = pair % heads;
+      AttentionShape part = shape;
+      part.num_heads = std::min(heads - head, pair_end - pair);
+      pair += part.num_heads;
+      const int begin = pass.offsets[s];
+      const int length = pass.offsets[s + 1] - begin;
+      if (length == 0) continue;
+      const int offset = head * shape.head_dim;
+      BlockAttentionArgs args;
+      args.q = pass.qkv + static_cast<int64_t>(begin) * 3 * d + offset;
+      args.k = args.q + d;
+      args.v = args.q + 2 * d;
+      args.ldq = args.ldk = args.ldv = 3 * d;
+      args.out = pass.context + static_cast<int64_t>(begin) * d + offset;
+      args.ldo = d;
+      args.tq = args.tk = args.key_length = length;
+      AttendBlock(args, part, scratch);
+    }
+  };
+
+  for (const EncoderLayerWeights& layer : model.encoder_layers) {
+    const SelfAttentionWeights& attn = layer.self_attention;
+    const float* input = x;
+    if (config.pre_norm) {
+      EncoderNorm(config, attn.norm, x, rows, normed, pool);
+      input = normed;
+    }
+    Linear(attn.qkv, input, rows, qkv, pool);
+    if (pool == nullptr || threads == 1) {
+      attend(0, pairs, pass.scratch + slot * pass.scratch_floats);
+    } else {
+      // One contiguous slice of pairs per thread, each with its own scratch slot.
+      pool->ParallelFor(threads, [&](int begin, int end) {
+        for (int t = begin; t < end; ++t) {
+          attend(static_cast<int64_t>(pairs) * t / threads,
+                 static_cast<int64_t>(pairs) * (t + 1) / threads,
+                 pass.scratch + t * pass.scratch_floats);
+        }
+      });
+    }
+    Linear(attn.output, context, rows, projected, pool);
+    EncoderResidual(config, attn.norm, projected, rows, x, pool);
+
+    const FeedForwardWeights& ffn = layer.ffn;
+    float* inner = at(pass.inner, ffn.inner.out);
+    input = x;
+    if (config.pre_norm) {
+      EncoderNorm(config, ffn.norm, x, rows, normed, pool);
+      input = normed;
+    }
+    Linear(ffn.inner, input, rows, inner, pool);
+    const int width = ffn.inner.out;
+    ForRange(pool, rows, static_cast<int64_t>(rows) * width, [&](int begin, int end) {
+      ApplyActivation(config.activation, inner + static_cast<int64_t>(begin) * width,
+                      static_cast<int64_t>(end - begin) * width);
+    });
+    Linear(ffn.outer, inner, rows, projected, pool);
+    EncoderResidual(config, ffn.norm, projected, rows, x, pool);
+  }
+  if (model.encoder_final_norm.present()) {
+    EncoderNorm(config, model.encoder_final_norm, x, rows, x, pool);
+  }
+}
+
+// Splits sentences into `groups` contiguous groups of about equal rows: group g is sentences
+// [bounds[g], bounds[g+1]). Returns false when that cannot be done evenly (fewer sentences than
+// groups, or one long sentence among short ones): the largest group would exceed the mean by
+// more than kMaxImbalance (20%: a guess at where splitting every op across the threads wins;
+// not tuned).
+bool SplitSentences(std::span<const int> offsets, int groups, std::vector<int>& bounds) {
+  constexpr double kMaxImbalance = 1.2;
+  const int sentences = static_cast<int>(offsets.size()) - 1;
+  const int rows = offsets.back();
+  if (sentences < groups || rows == 0) return false;
+  bounds.assign(1, 0);
+  for (int g = 1; g < groups; ++g) {
+    // The first sentence boundary at or past the ideal cut, or the one just before if closer.
+    const double target = static_cast<double>(rows) * g / groups;
+    int s = bounds.back() + 1;
+    while (s < sentences && offsets[s] < target) ++s;
+    if (s - 1 > bounds.back() && target - offsets[s - 1] < offsets[s] - target) --s;
+    const int groups_left = groups - g;
+    s = std::min(s, sentences - groups_left);
+    bounds.push_back(s);
+  }
+  bounds.push_back(sentences);
+  const double mean = static_cast<double>(rows) / groups;
+  for (int g = 0; g < groups; ++g) {
+    if (bounds[g + 1] <= bounds[g]) return false;
+    if (offsets[bounds[g + 1]] - offsets[bounds[g]] > kMaxImbalance * mean) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
                 std::span<const int> offsets, Workspace& ws, float* x) {
-  const TransformerConfig& config = model.config;
-  const int d = config.d_model;
+  const int d = model.config.d_model;
   const int rows = static_cast<int>(ids.size());
   const int num_sentences = static_cast<int>(offsets.size()) - 1;
+  if (num_sentences <= 0 || rows == 0) return;
+  int max_length = 0;
+  int max_inner = 0;
   for (int s = 0; s < num_sentences; ++s) {
-    for (int r = offsets[s]; r < offsets[s + 1]; ++r) {
-      Embed(model.encoder_embeddings, d, ids[r], r - offsets[s], x + static_cast<int64_t>(r) * d);
-    }
+    max_length = std::max(max_length, offsets[s + 1] - offsets[s]);
   }
-  if (model.encoder_embeddings.norm.present()) {
-    ApplyNorm(config, model.encoder_embeddings.norm, x, rows, x);
-  }
-  std::vector<int64_t> score_offsets(num_sentences + 1, 0);
-  for (int s = 0; s < num_sentences; ++s) {
-    const int64_t length = offsets[s + 1] - offsets[s];
-    score_offsets[s + 1] = score_offsets[s] + length * length;
-  }
-  const size_t score_floats = std::max<int64_t>(score_offsets.back(), 1);
-
-  const AttentionShape shape = ShapeOf(model);
   for (const EncoderLayerWeights& layer : model.encoder_layers) {
-    const SelfAttentionWeights& attn = layer.self_attention;
-    float* normed = ws.Get(kNormed, static_cast<size_t>(rows) * d);
-    float* qkv = ws.Get(kQkv, static_cast<size_t>(rows) * 3 * d);
-    float* context = ws.Get(kContext, static_cast<size_t>(rows) * d);
-    float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * d);
-    Linear(attn.qkv, SublayerInput(config, attn.norm, x, rows, normed), rows, qkv, ws);
-    // Sentences are attended in parallel, each with its own scratch of length^2 scores.
-    float* scores = ws.Get(kScores, score_floats);
-    ParallelRows(ws, num_sentences, [&](int s) {
-      const int begin = offsets[s];
-      const int length = offsets[s + 1] - begin;
-      if (length == 0) return;
-      BlockAttentionArgs args;
-      args.q = qkv + static_cast<int64_t>(begin) * 3 * d;
-      args.k = args.q + d;
-      args.v = args.q + 2 * d;
-      args.ldq = args.ldk = args.ldv = 3 * d;
-      args.out = context + static_cast<int64_t>(begin) * d;
-      args.ldo = d;
-      args.tq = args.tk = args.key_length = length;
-      AttendBlock(args, shape, scores + score_offsets[s]);
-    });
-    Linear(attn.output, context, rows, projected, ws);
-    Residual(config, attn.norm, projected, rows, x);
-    FeedForward(model, layer.ffn, rows, x, ws);
+    max_inner = std::max(max_inner, layer.ffn.inner.out);
   }
-  if (model.encoder_final_norm.present()) ApplyNorm(config, model.encoder_final_norm, x, rows, x);
+  ThreadPool* pool = ws.pool();
+  const int threads = pool != nullptr ? pool->num_threads() : 1;
+
+  EncoderPass pass;
+  pass.model = &model;
+  pass.ids = ids;
+  pass.offsets = offsets;
+  pass.x = x;
+  pass.normed = ws.Get(kNormed, static_cast<size_t>(rows) * d);
+  pass.qkv = ws.Get(kQkv, static_cast<size_t>(rows) * 3 * d);
+  pass.context = ws.Get(kContext, static_cast<size_t>(rows) * d);
+  pass.projected = ws.Get(kProjected, static_cast<size_t>(rows) * d);
+  pass.inner = ws.Get(kFfnInner, static_cast<size_t>(rows) * std::max(max_inner, 1));
+  pass.scratch_floats = AttendBlockScratchFloats(max_length, max_length, ShapeOf(model));
+  pass.scratch = ws.Get(kScores, static_cast<size_t>(threads) * pass.scratch_floats);
+
+  // A batch that splits evenly into one group of sentences per thread is encoded group by group,
+  // each group on one thread from start to end: one hand-off per batch instead of several per
+  // layer, and the element-wise work and the packing of GEMM inputs run in parallel too. Rows
+  // are computed the same way either way, so a sentence's states do not depend on its batch.
+  std::vector<int> bounds;
+  if (threads > 1 && SplitSentences(offsets, threads, bounds)) {
+    pool->ParallelFor(threads, [&](int begin, int end) {
+      for (int g = begin; g < end; ++g) EncodeSentences(pass, bounds[g], bounds[g + 1], nullptr, g);
+    });
+    return;
+  }
+  EncodeSentences(pass, 0, num_sentences, pool, 0);
 }
 
 int64_t CrossMemoryFloats(const TransformerModel& model, int length) {
@@ -190,7 +370,7 @@ void ComputeCrossMemory(const TransformerModel& model, const float* encoder_outp
   const int num_sentences = static_cast<int>(offsets.size()) - 1;
   float* kv = ws.Get(kCrossKv, static_cast<size_t>(rows) * 2 * d);
   for (size_t l = 0; l < model.decoder_layers.size(); ++l) {
-    Linear(model.decoder_layers[l].cross_attention.kv, encoder_output, rows, kv, ws);
+    Linear(model.decoder_layers[l].cross_attention.kv, encoder_output, rows, kv, ws.pool());
     for (int s = 0; s < num_sentences; ++s) {
       const int length = offsets[s + 1] - offsets[s];
       float* dst = memories[s] + static_cast<int64_t>(l) * length * 2 * d;
@@ -234,7 +414,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
 
     // Masked self-attention over each beam's own history (the causal mask is the history itself).
     const SelfAttentionWeights& self = layer.self_attention;
-    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv, ws);
+    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv, ws.pool());
     float* keys = cache.Keys(static_cast<int>(l));
     float* values = cache.Values(static_cast<int>(l));
     ParallelRows(ws, rows, [&](int r) {
@@ -254,12 +434,12 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(q, key_rows, value_rows, row.step + 1, shape, row_scores,
                 context + static_cast<int64_t>(r) * d);
     });
-    Linear(self.output, context, rows, projected, ws);
+    Linear(self.output, context, rows, projected, ws.pool());
     Residual(config, self.norm, projected, rows, x);
 
     // Encoder-decoder attention over the sentence's precomputed keys and values.
     const CrossAttentionWeights& cross = layer.cross_attention;
-    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv, ws);
+    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv, ws.pool());
     ParallelRows(ws, rows, [&](int r) {
       const DecoderRow& row = step_rows[r];
       float* row_scores;
@@ -274,7 +454,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(qkv + static_cast<int64_t>(r) * d, key_rows, value_rows, row.source_length, shape,
                 row_scores, context + static_cast<int64_t>(r) * d);
     });
-    Linear(cross.output, context, rows, projected, ws);
+    Linear(cross.output, context, rows, projected, ws.pool());
     Residual(config, cross.norm, projected, rows, x);
 
     FeedForward(model, layer.ffn, rows, x, ws);
@@ -285,7 +465,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     ApplyNorm(config, model.decoder_final_norm, x, rows, normed);
     final_states = normed;
   }
-  Linear(model.output_projection, final_states, rows, logits, ws);
+  Linear(model.output_projection, final_states, rows, logits, ws.pool());
 }
 
 }  // namespace rosetta

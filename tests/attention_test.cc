@@ -20,8 +20,11 @@ namespace {
 using ::rosetta::testing::RandomVector;
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
-// Every query row with at least this many rows takes the GEMM path (attention.cc).
+// Without AVX-512, or with more keys than attention.cc's kMaxKeysForAvx512 (256), blocks of at
+// least this many query rows take the GEMM path, smaller ones the row path.
 constexpr int kGemmRows = 8;
+// More keys than the AVX-512 block kernel takes: the row and GEMM paths.
+constexpr int kLongKeys = 300;
 
 struct Config {
   int tq = 1;
@@ -134,7 +137,7 @@ std::vector<float> RunBlock(const Config& c, const std::vector<float>& q, int ld
   shape.num_heads = c.heads;
   shape.head_dim = c.head_dim;
   shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-  std::vector<float> scratch(static_cast<size_t>(c.tq) * c.tk, kNaN);
+  std::vector<float> scratch(AttendBlockScratchFloats(c.tq, c.tk, shape), kNaN);
   AttendBlock(args, shape, scratch.data());
   return out;
 }
@@ -194,6 +197,119 @@ std::vector<Config> AllConfigs() {
   return configs;
 }
 
+// Configurations for the AVX-512 block kernel's edges: query blocks of 4 (tq around multiples of
+// 4), key tiles of 16 (tk around multiples of 16, up to the 256-key limit), head dimensions that
+// are not multiples of 16, key_length padding and causal masks.
+std::vector<Config> TileEdgeConfigs() {
+  std::vector<Config> configs;
+  for (int tq : {1, 2, 3, 4, 5, 9, 17}) {
+    for (int tk : {1, 15, 16, 17, 33, 64, 255, 256}) {
+      for (int head_dim : {8, 24, 32, 40}) {
+        Config c;
+        c.tq = tq;
+        c.tk = tk;
+        c.heads = head_dim == 32 ? 3 : 1;
+        c.head_dim = head_dim;
+        for (int key_length : {tk, (tk + 1) / 2}) {
+          c.key_length = key_length;
+          c.causal = false;
+          c.causal_offset = 0;
+          configs.push_back(c);
+          c.causal = true;
+          c.causal_offset = std::max(0, tk - tq);
+          configs.push_back(c);
+        }
+      }
+    }
+  }
+  return configs;
+}
+
+TEST(AttendBlockTest, MatchesReferenceAcrossTileEdges) {
+  std::mt19937 rng(10);
+  for (const Config& c : TileEdgeConfigs()) {
+    const int d = c.d();
+    const int ldq = d + 1, ldk = 3 * d, ldv = d + 16, ldo = d + 3;
+    const std::vector<float> q = StridedRandom(c.tq, d, ldq, rng);
+    const std::vector<float> k = StridedRandom(c.tk, d, ldk, rng);
+    const std::vector<float> v = StridedRandom(c.tk, d, ldv, rng);
+    const std::vector<float> out = RunBlock(c, q, ldq, k, ldk, v, ldv, ldo);
+    ExpectMatches(c, Reference(c, {q.data(), ldq}, {k.data(), ldk}, {v.data(), ldv}), out, ldo);
+    if (HasFailure()) return;
+  }
+}
+
+TEST(AttendBlockTest, MiniLmShape) {
+  // 12 heads of 32 over a fused [q | k | v] row, as the all-MiniLM-L6-v2 encoder runs it, one head
+  // per call (the encoder attends (sentence, head) pairs in parallel).
+  std::mt19937 rng(11);
+  for (int t : {1, 7, 32, 128}) {
+    Config c;
+    c.tq = c.tk = c.key_length = t;
+    c.heads = 12;
+    c.head_dim = 32;
+    const int d = c.d();
+    const std::vector<float> qkv = RandomVector(static_cast<size_t>(t) * 3 * d, rng);
+    std::vector<float> out(static_cast<size_t>(t) * d, kNaN);
+    AttentionShape one_head;
+    one_head.num_heads = 1;
+    one_head.head_dim = c.head_dim;
+    one_head.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    std::vector<float> scratch(AttendBlockScratchFloats(t, t, one_head), kNaN);
+    for (int h = 0; h < c.heads; ++h) {
+      BlockAttentionArgs args;
+      args.q = qkv.data() + h * c.head_dim;
+      args.k = args.q + d;
+      args.v = args.q + 2 * d;
+      args.ldq = args.ldk = args.ldv = 3 * d;
+      args.out = out.data() + h * c.head_dim;
+      args.ldo = d;
+      args.tq = args.tk = args.key_length = t;
+      AttendBlock(args, one_head, scratch.data());
+    }
+    const std::vector<double> expected =
+        Reference(c, {qkv.data(), 3 * d}, {qkv.data() + d, 3 * d}, {qkv.data() + 2 * d, 3 * d});
+    ExpectMatches(c, expected, out, d);
+  }
+}
+
+TEST(AttendBlockTest, LongKeysMatchReference) {
+  // Past the AVX-512 kernel's key limit: the row path (tq < 8) and the GEMM path.
+  std::mt19937 rng(12);
+  for (int tq : {1, 7, 8, 33}) {
+    for (int head_dim : {8, 24, 64}) {
+      for (bool causal : {false, true}) {
+        Config c;
+        c.tq = tq;
+        c.tk = kLongKeys;
+        c.key_length = kLongKeys - 20;
+        c.heads = 2;
+        c.head_dim = head_dim;
+        c.causal = causal;
+        c.causal_offset = kLongKeys - 40;
+        const int d = c.d();
+        const std::vector<float> q = StridedRandom(c.tq, d, d, rng);
+        const std::vector<float> k = StridedRandom(c.tk, d, d, rng);
+        const std::vector<float> v = StridedRandom(c.tk, d, d, rng);
+        const std::vector<float> out = RunBlock(c, q, d, k, d, v, d, d);
+        ExpectMatches(c, Reference(c, {q.data(), d}, {k.data(), d}, {v.data(), d}), out, d);
+        if (HasFailure()) return;
+      }
+    }
+  }
+}
+
+TEST(AttendBlockTest, ScratchCoversTheGemmPath) {
+  AttentionShape shape;
+  shape.num_heads = 4;
+  shape.head_dim = 24;
+  for (int tq : {1, 8, 300}) {
+    for (int tk : {1, 16, 256, kLongKeys}) {
+      EXPECT_GE(AttendBlockScratchFloats(tq, tk, shape), static_cast<int64_t>(tq) * tk);
+    }
+  }
+}
+
 TEST(AttendBlockTest, MatchesReferenceOnAllShapes) {
   std::mt19937 rng(1);
   int gemm_configs = 0, row_configs = 0;
@@ -207,7 +323,8 @@ TEST(AttendBlockTest, MatchesReferenceOnAllShapes) {
     (c.tq >= kGemmRows ? gemm_configs : row_configs)++;
     if (HasFailure()) return;
   }
-  // Both code paths were exercised.
+  // Both sizes of block were exercised (with AVX-512 every one of these takes the AVX-512 kernel;
+  // LongKeysMatchReference covers the row and GEMM paths there).
   EXPECT_GT(gemm_configs, 0);
   EXPECT_GT(row_configs, 0);
 }
@@ -257,7 +374,7 @@ TEST(AttendBlockTest, FusedQkvLayout) {
           shape.num_heads = heads;
           shape.head_dim = head_dim;
           shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
-          std::vector<float> scratch(static_cast<size_t>(t) * t);
+          std::vector<float> scratch(AttendBlockScratchFloats(t, t, shape));
           AttendBlock(args, shape, scratch.data());
           const std::vector<double> expected = Reference(
               c, {qkv.data(), 3 * d}, {qkv.data() + d, 3 * d}, {qkv.data() + 2 * d, 3 * d});

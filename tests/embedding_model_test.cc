@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <random>
 
 #include "absl/strings/str_cat.h"
@@ -175,6 +176,59 @@ TEST_F(BertParityTest, EmbeddingInABatchOf32EqualsAlone) {
     const std::vector<float> alone = Embed({batch[i]});
     for (int j = 0; j < d; ++j) {
       ASSERT_NEAR(together[i * d + j], alone[j], 1e-5) << "input " << i << " dimension " << j;
+    }
+  }
+}
+
+// RunEncoder's states of one packed batch under several thread pools. With 2 or 3 threads, a batch
+// of equal lengths is split into one group of sentences per thread, each encoded on one thread;
+// a batch with one long text cannot be split evenly and runs op by op on all threads (attention
+// split over (sentence, head) pairs). Every way must give each text the states it has alone.
+TEST_F(BertParityTest, StatesAgreeAcrossThreadCountsAndBatchSplits) {
+  const std::vector<std::vector<int32_t>> all = ReferenceIds();
+  std::vector<std::vector<int32_t>> equal, one_long;
+  for (const auto& input : all) {
+    if (input.size() == all[0].size() || equal.size() < 6) {
+      equal.push_back(input);
+      equal.back().resize(all[0].size(), input.back());
+    }
+  }
+  size_t longest = 0;
+  for (size_t i = 0; i < all.size(); ++i) {
+    if (all[i].size() > all[longest].size()) longest = i;
+  }
+  one_long.push_back(all[longest]);
+  for (int i = 0; i < 5; ++i) one_long.push_back({all[i].front(), all[i].back()});
+  const int d = model_->dimension();
+  for (const auto* batch : {&equal, &one_long}) {
+    std::vector<int32_t> ids;
+    std::vector<int> offsets = {0};
+    for (const auto& input : *batch) {
+      ids.insert(ids.end(), input.begin(), input.end());
+      offsets.push_back(static_cast<int>(ids.size()));
+    }
+    // Each text alone, single-threaded.
+    std::vector<float> alone(ids.size() * d);
+    Workspace plain;
+    for (size_t i = 0; i < batch->size(); ++i) {
+      const std::vector<int> one = {0, offsets[i + 1] - offsets[i]};
+      RunEncoder(model_->encoder(), std::span(ids).subspan(offsets[i], one[1]), one, plain,
+                 alone.data() + static_cast<int64_t>(offsets[i]) * d);
+    }
+    for (int threads : {0, 1, 2, 3}) {
+      std::unique_ptr<ThreadPool> pool;
+      Workspace workspace;
+      if (threads > 0) {
+        pool = std::make_unique<ThreadPool>(threads);
+        workspace.set_pool(pool.get());
+      }
+      std::vector<float> states(ids.size() * d, std::numeric_limits<float>::quiet_NaN());
+      RunEncoder(model_->encoder(), ids, offsets, workspace, states.data());
+      for (size_t k = 0; k < states.size(); ++k) {
+        ASSERT_NEAR(states[k], alone[k], 1e-5)
+            << (batch == &equal ? "equal lengths" : "one long text") << ", " << threads
+            << " threads, row " << k / d << " dimension " << k % d;
+      }
     }
   }
 }

@@ -123,6 +123,38 @@ TEST(LayerNormTest, ConstantRowGivesBeta) {
   for (int i = 0; i < 16; ++i) EXPECT_FLOAT_EQ(out[i], beta[i]) << i;
 }
 
+TEST(AddLayerNormTest, MatchesLayerNormOfTheSum) {
+  // The residual connection of a post-norm layer: LN(a + b), into a separate buffer and in place
+  // over either input, on rows that are not multiples of 16 too.
+  std::mt19937 rng(3);
+  std::vector<std::pair<int64_t, int64_t>> shapes = Shapes();
+  shapes.push_back({7, 384});
+  shapes.push_back({3, 17});
+  for (const auto& [rows, cols] : shapes) {
+    SCOPED_TRACE(ShapeName(rows, cols));
+    std::vector<float> a = RandomVector(rows * cols, rng, 2.0f);
+    for (float& v : a) v += 3.0f;
+    const std::vector<float> b = RandomVector(rows * cols, rng);
+    const std::vector<float> gamma = RandomVector(cols, rng);
+    const std::vector<float> beta = RandomVector(cols, rng);
+    std::vector<float> sum(a.size());
+    for (size_t i = 0; i < a.size(); ++i) sum[i] = a[i] + b[i];
+    const std::vector<double> expected = ReferenceLayerNorm(sum, gamma, beta, 1e-12, rows, cols);
+    std::vector<float> out(a.size(), std::numeric_limits<float>::quiet_NaN());
+    AddLayerNorm(a.data(), b.data(), gamma.data(), beta.data(), 1e-12f, rows, cols, out.data());
+    std::vector<float> over_a = a, over_b = b;
+    AddLayerNorm(over_a.data(), b.data(), gamma.data(), beta.data(), 1e-12f, rows, cols,
+                 over_a.data());
+    AddLayerNorm(a.data(), over_b.data(), gamma.data(), beta.data(), 1e-12f, rows, cols,
+                 over_b.data());
+    for (size_t i = 0; i < out.size(); ++i) {
+      ExpectClose(expected[i], out[i], 1e-5, 1e-5, absl::StrCat("element ", i));
+      EXPECT_EQ(over_a[i], out[i]) << "element " << i;
+      EXPECT_EQ(over_b[i], out[i]) << "element " << i;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Softmax and LogSoftmax
 
