@@ -453,5 +453,81 @@ TEST_F(ModelWorkerTest, EncodeJobsAreBatchedAndEqualAlone) {
   EXPECT_LT(stats.encode_batches, kJobs);
 }
 
+// Holds the worker inside its first decoding step until released, and records Encode batches.
+class StepGate : public WorkerObserver {
+ public:
+  void OnDecodingStep(int, int) override {
+    absl::MutexLock lock(&mu_);
+    if (steps_++ > 0) return;
+    entered_ = true;
+    mu_.Await(absl::Condition(&released_));
+  }
+  void OnAdmission(int, int) override {}
+  void OnEncodeBatch(int texts, int tokens) override {
+    absl::MutexLock lock(&mu_);
+    encode_batches_.push_back({texts, tokens});
+  }
+  void AwaitEntered() {
+    absl::MutexLock lock(&mu_);
+    mu_.Await(absl::Condition(&entered_));
+  }
+  void Release() {
+    absl::MutexLock lock(&mu_);
+    released_ = true;
+  }
+  std::vector<std::pair<int, int>> encode_batches() {
+    absl::MutexLock lock(&mu_);
+    return encode_batches_;
+  }
+
+ private:
+  absl::Mutex mu_;
+  int steps_ ABSL_GUARDED_BY(mu_) = 0;
+  bool entered_ ABSL_GUARDED_BY(mu_) = false;
+  bool released_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::pair<int, int>> encode_batches_ ABSL_GUARDED_BY(mu_);
+};
+
+// With no Encode wait (the default), Encode jobs that arrive while the worker is busy run
+// together as soon as it is free, split by the encode token budget, oldest first.
+TEST_F(ModelWorkerTest, EncodeJobsQueuedWhileBusyRunTogether) {
+  StepGate gate;
+  BatchingOptions options;
+  options.encode_token_budget = 20;
+  ASSERT_EQ(options.encode_max_wait, absl::ZeroDuration());
+  ModelWorker worker(model_->transformer, embedder_.get(), options, &gate);
+  DecodingOptions long_options;
+  long_options.beam_size = 1;
+  long_options.max_length = 50;
+  long_options.min_length = 50;
+  Outcome long_outcome;
+  std::promise<void> long_done;
+  ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
+  gate.AwaitEntered();  // the worker is inside its first step
+  constexpr int kJobs = 4;
+  std::vector<std::promise<void>> done(kJobs);
+  std::vector<absl::Status> statuses(kJobs);
+  for (int j = 0; j < kJobs; ++j) {
+    auto job = std::make_shared<EncodeJob>();
+    job->inputs = {std::vector<int32_t>(10, 5 + j)};  // 10 tokens: two jobs fill the budget
+    job->on_done = [&, j](const absl::Status& s, std::vector<float>&, const JobTimes&) {
+      statuses[j] = s;
+      done[j].set_value();
+    };
+    if (absl::Status s = worker.Submit(job); !s.ok()) {
+      statuses[j] = s;  // fails below; the gate must still be released
+      done[j].set_value();
+    }
+  }
+  gate.Release();
+  for (int j = 0; j < kJobs; ++j) {
+    done[j].get_future().wait();
+    EXPECT_TRUE(statuses[j].ok()) << statuses[j];
+  }
+  long_done.get_future().wait();
+  ASSERT_TRUE(long_outcome.status.ok()) << long_outcome.status;
+  EXPECT_EQ(gate.encode_batches(), (std::vector<std::pair<int, int>>{{2, 20}, {2, 20}}));
+}
+
 }  // namespace
 }  // namespace rosetta::server
