@@ -62,25 +62,52 @@ void Linear(const LinearWeights& w, const float* x, int rows, float* y, ThreadPo
   });
 }
 
+// Runs fn(begin, end) over [0, n) on `pool`'s threads, or at once on this thread when `pool` is
+// null or the work is too small to be worth a hand-off.
+template <typename Fn>
+void ForRange(ThreadPool* pool, int n, int64_t work, const Fn& fn) {
+  // Below about this many floats of element-wise work (a LayerNorm of 32 rows of 384 is 12,288),
+  // waking the other threads likely costs more than it saves. A guess, not tuned.
+  constexpr int64_t kMinParallelWork = 16384;
+  if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
+    fn(0, n);
+    return;
+  }
+  pool->ParallelFor(n, fn);
+}
+
+// LN(x) into `out`, rows split across `pool` (null: this thread).
 void ApplyNorm(const TransformerConfig& config, const LayerNormWeights& norm, const float* x,
-               int rows, float* out) {
-  LayerNorm(x, norm.gamma, norm.beta, config.layer_norm_epsilon, rows, config.d_model, out);
+               int rows, float* out, ThreadPool* pool = nullptr) {
+  const int d = config.d_model;
+  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    LayerNorm(x + static_cast<int64_t>(begin) * d, norm.gamma, norm.beta, config.layer_norm_epsilon,
+              end - begin, d, out + static_cast<int64_t>(begin) * d);
+  });
 }
 
 // Pre-norm: returns LN(x) in `normed`; post-norm: returns x itself (normalised after the residual).
 const float* SublayerInput(const TransformerConfig& config, const LayerNormWeights& norm,
-                           const float* x, int rows, float* normed) {
+                           const float* x, int rows, float* normed, ThreadPool* pool = nullptr) {
   if (!config.pre_norm) return x;
-  ApplyNorm(config, norm, x, rows, normed);
+  ApplyNorm(config, norm, x, rows, normed, pool);
   return normed;
 }
 
-// x += sublayer output; post-norm then normalises x in place.
+// x += sublayer output; post-norm then normalises x in place (one fused pass). Rows split across
+// `pool` (null: this thread).
 void Residual(const TransformerConfig& config, const LayerNormWeights& norm, const float* sublayer,
-              int rows, float* x) {
-  const int64_t n = static_cast<int64_t>(rows) * config.d_model;
-  Add(x, sublayer, x, n);
-  if (!config.pre_norm) ApplyNorm(config, norm, x, rows, x);
+              int rows, float* x, ThreadPool* pool = nullptr) {
+  const int d = config.d_model;
+  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    float* xb = x + static_cast<int64_t>(begin) * d;
+    const float* sb = sublayer + static_cast<int64_t>(begin) * d;
+    if (config.pre_norm) {
+      Add(xb, sb, xb, static_cast<int64_t>(end - begin) * d);
+    } else {
+      AddLayerNorm(xb, sb, norm.gamma, norm.beta, config.layer_norm_epsilon, end - begin, d, xb);
+    }
+  });
 }
 
 void FeedForward(const TransformerModel& model, const FeedForwardWeights& ffn, int rows, float* x,
@@ -141,45 +168,6 @@ struct EncoderPass {
   int64_t scratch_floats = 0;
 };
 
-// Runs fn(begin, end) over [0, n) on `pool`'s threads, or at once on this thread when `pool` is
-// null or the work is too small to be worth a hand-off.
-template <typename Fn>
-void ForRange(ThreadPool* pool, int n, int64_t work, const Fn& fn) {
-  // Below about this many floats of element-wise work (a LayerNorm of 32 rows of 384 is 12,288),
-  // waking the other threads likely costs more than it saves. A guess, not tuned.
-  constexpr int64_t kMinParallelWork = 16384;
-  if (pool == nullptr || pool->num_threads() == 1 || work < kMinParallelWork) {
-    fn(0, n);
-    return;
-  }
-  pool->ParallelFor(n, fn);
-}
-
-// x = LN(x + sublayer) for post-norm models, x += sublayer for pre-norm ones; over `rows` rows.
-void EncoderResidual(const TransformerConfig& config, const LayerNormWeights& norm,
-                     const float* sublayer, int rows, float* x, ThreadPool* pool) {
-  const int d = config.d_model;
-  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
-    float* xb = x + static_cast<int64_t>(begin) * d;
-    const float* sb = sublayer + static_cast<int64_t>(begin) * d;
-    if (config.pre_norm) {
-      Add(xb, sb, xb, static_cast<int64_t>(end - begin) * d);
-    } else {
-      AddLayerNorm(xb, sb, norm.gamma, norm.beta, config.layer_norm_epsilon, end - begin, d, xb);
-    }
-  });
-}
-
-// LN(x) into `out`, rows split across the pool.
-void EncoderNorm(const TransformerConfig& config, const LayerNormWeights& norm, const float* x,
-                 int rows, float* out, ThreadPool* pool) {
-  const int d = config.d_model;
-  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
-    LayerNorm(x + static_cast<int64_t>(begin) * d, norm.gamma, norm.beta, config.layer_norm_epsilon,
-              end - begin, d, out + static_cast<int64_t>(begin) * d);
-  });
-}
-
 // Encodes sentences [first, last) of the pass (embeddings, every layer, the final norm) on
 // `pool`'s threads, or on this thread alone when `pool` is null (using scratch slot `slot`).
 void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* pool, int slot) {
@@ -206,7 +194,7 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
     }
   });
   if (model.encoder_embeddings.norm.present()) {
-    EncoderNorm(config, model.encoder_embeddings.norm, x, rows, x, pool);
+    ApplyNorm(config, model.encoder_embeddings.norm, x, rows, x, pool);
   }
 
   const AttentionShape shape = ShapeOf(model);
@@ -240,12 +228,7 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
 
   for (const EncoderLayerWeights& layer : model.encoder_layers) {
     const SelfAttentionWeights& attn = layer.self_attention;
-    const float* input = x;
-    if (config.pre_norm) {
-      EncoderNorm(config, attn.norm, x, rows, normed, pool);
-      input = normed;
-    }
-    Linear(attn.qkv, input, rows, qkv, pool);
+    Linear(attn.qkv, SublayerInput(config, attn.norm, x, rows, normed, pool), rows, qkv, pool);
     if (pool == nullptr || threads == 1) {
       attend(0, pairs, pass.scratch + slot * pass.scratch_floats);
     } else {
@@ -259,26 +242,21 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
       });
     }
     Linear(attn.output, context, rows, projected, pool);
-    EncoderResidual(config, attn.norm, projected, rows, x, pool);
+    Residual(config, attn.norm, projected, rows, x, pool);
 
     const FeedForwardWeights& ffn = layer.ffn;
     float* inner = at(pass.inner, ffn.inner.out);
-    input = x;
-    if (config.pre_norm) {
-      EncoderNorm(config, ffn.norm, x, rows, normed, pool);
-      input = normed;
-    }
-    Linear(ffn.inner, input, rows, inner, pool);
+    Linear(ffn.inner, SublayerInput(config, ffn.norm, x, rows, normed, pool), rows, inner, pool);
     const int width = ffn.inner.out;
     ForRange(pool, rows, static_cast<int64_t>(rows) * width, [&](int begin, int end) {
       ApplyActivation(config.activation, inner + static_cast<int64_t>(begin) * width,
                       static_cast<int64_t>(end - begin) * width);
     });
     Linear(ffn.outer, inner, rows, projected, pool);
-    EncoderResidual(config, ffn.norm, projected, rows, x, pool);
+    Residual(config, ffn.norm, projected, rows, x, pool);
   }
   if (model.encoder_final_norm.present()) {
-    EncoderNorm(config, model.encoder_final_norm, x, rows, x, pool);
+    ApplyNorm(config, model.encoder_final_norm, x, rows, x, pool);
   }
 }
 

@@ -54,8 +54,7 @@ bool IsTranslationDirectory(const std::string& dir) {
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& path,
-                                                             const DaemonOptions& options,
-                                                             int threads) {
+                                                             const DaemonOptions& options) {
   absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(path);
   if (!model.ok()) return model.status();
   auto served = std::make_unique<ServedModel>();
@@ -71,8 +70,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& 
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& path,
-                                                           const DaemonOptions& options,
-                                                           int threads) {
+                                                           const DaemonOptions& options) {
   absl::StatusOr<std::unique_ptr<EmbeddingModel>> embedder = LoadEmbeddingModel(path);
   if (!embedder.ok()) return embedder.status();
   auto served = std::make_unique<ServedModel>();
@@ -119,9 +117,9 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
         path = *fetched;
       }
     }
-    absl::StatusOr<std::unique_ptr<ServedModel>> loaded =
-        IsTranslationDirectory(path) ? LoadTranslation(path, options, threads)
-                                     : LoadEmbedding(path, options, threads);
+    absl::StatusOr<std::unique_ptr<ServedModel>> loaded = IsTranslationDirectory(path)
+                                                              ? LoadTranslation(path, options)
+                                                              : LoadEmbedding(path, options);
     if (!loaded.ok()) {
       return absl::Status(
           loaded.status().code(),

@@ -164,6 +164,18 @@ void ExpectMatches(const Config& c, const std::vector<double>& expected,
   }
 }
 
+// Draws q, k and v (rows ldq, ldk, ldv floats apart, NaN padding), runs AttendBlock into rows ldo
+// floats apart and compares with the reference.
+void ExpectBlockMatchesReference(const Config& c, int ldq, int ldk, int ldv, int ldo,
+                                 std::mt19937& rng) {
+  const int d = c.d();
+  const std::vector<float> q = StridedRandom(c.tq, d, ldq, rng);
+  const std::vector<float> k = StridedRandom(c.tk, d, ldk, rng);
+  const std::vector<float> v = StridedRandom(c.tk, d, ldv, rng);
+  const std::vector<float> out = RunBlock(c, q, ldq, k, ldk, v, ldv, ldo);
+  ExpectMatches(c, Reference(c, {q.data(), ldq}, {k.data(), ldk}, {v.data(), ldv}), out, ldo);
+}
+
 // Every (tq, tk, heads, head_dim) of the brief, each with padding and causal variants.
 std::vector<Config> AllConfigs() {
   std::vector<Config> configs;
@@ -230,11 +242,7 @@ TEST(AttendBlockTest, MatchesReferenceAcrossTileEdges) {
   for (const Config& c : TileEdgeConfigs()) {
     const int d = c.d();
     const int ldq = d + 1, ldk = 3 * d, ldv = d + 16, ldo = d + 3;
-    const std::vector<float> q = StridedRandom(c.tq, d, ldq, rng);
-    const std::vector<float> k = StridedRandom(c.tk, d, ldk, rng);
-    const std::vector<float> v = StridedRandom(c.tk, d, ldv, rng);
-    const std::vector<float> out = RunBlock(c, q, ldq, k, ldk, v, ldv, ldo);
-    ExpectMatches(c, Reference(c, {q.data(), ldq}, {k.data(), ldk}, {v.data(), ldv}), out, ldo);
+    ExpectBlockMatchesReference(c, ldq, ldk, ldv, ldo, rng);
     if (HasFailure()) return;
   }
 }
@@ -288,11 +296,7 @@ TEST(AttendBlockTest, LongKeysMatchReference) {
         c.causal = causal;
         c.causal_offset = kLongKeys - 40;
         const int d = c.d();
-        const std::vector<float> q = StridedRandom(c.tq, d, d, rng);
-        const std::vector<float> k = StridedRandom(c.tk, d, d, rng);
-        const std::vector<float> v = StridedRandom(c.tk, d, d, rng);
-        const std::vector<float> out = RunBlock(c, q, d, k, d, v, d, d);
-        ExpectMatches(c, Reference(c, {q.data(), d}, {k.data(), d}, {v.data(), d}), out, d);
+        ExpectBlockMatchesReference(c, d, d, d, d, rng);
         if (HasFailure()) return;
       }
     }
@@ -315,11 +319,7 @@ TEST(AttendBlockTest, MatchesReferenceOnAllShapes) {
   int gemm_configs = 0, row_configs = 0;
   for (const Config& c : AllConfigs()) {
     const int d = c.d();
-    const std::vector<float> q = StridedRandom(c.tq, d, d, rng);
-    const std::vector<float> k = StridedRandom(c.tk, d, d, rng);
-    const std::vector<float> v = StridedRandom(c.tk, d, d, rng);
-    const std::vector<float> out = RunBlock(c, q, d, k, d, v, d, d);
-    ExpectMatches(c, Reference(c, {q.data(), d}, {k.data(), d}, {v.data(), d}), out, d);
+    ExpectBlockMatchesReference(c, d, d, d, d, rng);
     (c.tq >= kGemmRows ? gemm_configs : row_configs)++;
     if (HasFailure()) return;
   }
@@ -336,11 +336,7 @@ TEST(AttendBlockTest, LeadingDimensionsLargerThanRows) {
     if (c.heads == 8 && c.head_dim == 64) continue;  // keep it quick; the layout is what matters
     const int d = c.d();
     const int ldq = d + 3, ldk = d + 16, ldv = 2 * d + 1, ldo = d + 5;
-    const std::vector<float> q = StridedRandom(c.tq, d, ldq, rng);
-    const std::vector<float> k = StridedRandom(c.tk, d, ldk, rng);
-    const std::vector<float> v = StridedRandom(c.tk, d, ldv, rng);
-    const std::vector<float> out = RunBlock(c, q, ldq, k, ldk, v, ldv, ldo);
-    ExpectMatches(c, Reference(c, {q.data(), ldq}, {k.data(), ldk}, {v.data(), ldv}), out, ldo);
+    ExpectBlockMatchesReference(c, ldq, ldk, ldv, ldo, rng);
     if (HasFailure()) return;
   }
 }
@@ -396,11 +392,7 @@ TEST(AttendBlockTest, OutputIntoAFusedBuffer) {
   c.heads = 4;
   c.head_dim = 16;
   const int d = c.d();
-  const std::vector<float> q = StridedRandom(c.tq, d, d, rng);
-  const std::vector<float> k = StridedRandom(c.tk, d, d, rng);
-  const std::vector<float> v = StridedRandom(c.tk, d, d, rng);
-  const std::vector<float> out = RunBlock(c, q, d, k, d, v, d, 3 * d);
-  ExpectMatches(c, Reference(c, {q.data(), d}, {k.data(), d}, {v.data(), d}), out, 3 * d);
+  ExpectBlockMatchesReference(c, d, d, d, 3 * d, rng);
 }
 
 // Replaces K and V rows that no query may see (j >= key_length) with `value`; the output must not

@@ -85,6 +85,24 @@ class ModelWorkerTest : public ::testing::Test {
     return (*result)[0];
   }
 
+  // Greedy search of exactly `length` tokens (a long-running sentence) or at most `max_length`.
+  static DecodingOptions GreedyOf(int length) {
+    DecodingOptions options;
+    options.beam_size = 1;
+    options.min_length = options.max_length = length;
+    return options;
+  }
+  static DecodingOptions GreedyUpTo(int max_length) {
+    DecodingOptions options;
+    options.beam_size = 1;
+    options.max_length = max_length;
+    return options;
+  }
+  // Waits until `worker` has run a few decoding steps (its first sentence is decoding).
+  static void AwaitDecoding(const ModelWorker& worker) {
+    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+  }
+
   static void ExpectSame(const std::vector<Hypothesis>& a, const std::vector<Hypothesis>& b) {
     ASSERT_EQ(a.size(), b.size());
     for (size_t i = 0; i < a.size(); ++i) {
@@ -145,13 +163,8 @@ TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
     BatchingOptions options;
     options.continuous = continuous;
     ModelWorker worker(model_->transformer, embedder_.get(), options);
-    DecodingOptions long_options;
-    long_options.beam_size = 1;
-    long_options.min_length = 250;
-    long_options.max_length = 250;
-    DecodingOptions short_options;
-    short_options.beam_size = 1;
-    short_options.max_length = 3;
+    const DecodingOptions long_options = GreedyOf(250);
+    const DecodingOptions short_options = GreedyUpTo(3);
     Outcome long_outcome, short_outcome;
     std::promise<void> long_done, short_done;
     std::vector<int> order;
@@ -172,7 +185,7 @@ TEST_F(ModelWorkerTest, ContinuousBatchingLetsShortRequestsOvertake) {
     record(short_job, 1);
     ASSERT_TRUE(worker.Submit(long_job).ok());
     // Wait until the long one is decoding.
-    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    AwaitDecoding(worker);
     ASSERT_TRUE(worker.Submit(short_job).ok());
     long_done.get_future().wait();
     short_done.get_future().wait();
@@ -217,13 +230,8 @@ class AdmissionRecorder : public WorkerObserver {
 // While a sentence decodes, waiting texts join together: after admission_wait_steps steps, or
 // as soon as they hold admission_tokens tokens; into an empty batch, at once.
 TEST_F(ModelWorkerTest, ContinuousAdmissionGroupsWaitingTexts) {
-  DecodingOptions long_options;
-  long_options.beam_size = 1;
-  long_options.min_length = 250;
-  long_options.max_length = 250;
-  DecodingOptions short_options;
-  short_options.beam_size = 1;
-  short_options.max_length = 3;
+  const DecodingOptions long_options = GreedyOf(250);
+  const DecodingOptions short_options = GreedyUpTo(3);
   {
     SCOPED_TRACE("by steps");
     AdmissionRecorder recorder;
@@ -234,7 +242,7 @@ TEST_F(ModelWorkerTest, ContinuousAdmissionGroupsWaitingTexts) {
     Outcome long_outcome, short_outcome;
     std::promise<void> long_done, short_done;
     ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
-    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    AwaitDecoding(worker);
     const int64_t before = worker.Stats().decoding_steps;
     ASSERT_TRUE(worker.Submit(MakeJob({{9, 10}}, short_options, short_outcome, short_done)).ok());
     const int64_t after = worker.Stats().decoding_steps;
@@ -258,7 +266,7 @@ TEST_F(ModelWorkerTest, ContinuousAdmissionGroupsWaitingTexts) {
     Outcome long_outcome;
     std::promise<void> long_done;
     ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
-    while (worker.Stats().decoding_steps < 5) absl::SleepFor(absl::Microseconds(200));
+    AwaitDecoding(worker);
     std::vector<Outcome> outcomes(3);
     std::vector<std::promise<void>> done(3);
     const std::vector<std::vector<int32_t>> sources = {{9, 10, 11}, {12, 13, 14}, {15, 16, 17}};
@@ -305,9 +313,7 @@ TEST_F(ModelWorkerTest, FullQueueIsRejectedAtOnce) {
   options.max_queued_texts = 4;
   options.max_running_sequences = 1;  // the first text runs, the rest wait
   ModelWorker worker(model_->transformer, embedder_.get(), options);
-  DecodingOptions slow;
-  slow.beam_size = 1;
-  slow.min_length = slow.max_length = 250;
+  const DecodingOptions slow = GreedyOf(250);
   Outcome first_outcome, second_outcome;
   std::promise<void> first_done, second_done;
   ASSERT_TRUE(worker.Submit(MakeJob({{5}}, slow, first_outcome, first_done)).ok());
@@ -380,9 +386,7 @@ TEST_F(ModelWorkerTest, StopEndsEveryJobWithUnavailable) {
   BatchingOptions options;
   options.max_running_sequences = 1;
   auto worker = std::make_unique<ModelWorker>(model_->transformer, embedder_.get(), options);
-  DecodingOptions slow;
-  slow.beam_size = 1;
-  slow.min_length = slow.max_length = 250;
+  const DecodingOptions slow = GreedyOf(250);
   Outcome a, b;
   std::promise<void> a_done, b_done;
   ASSERT_TRUE(worker->Submit(MakeJob({{5}}, slow, a, a_done)).ok());
@@ -496,10 +500,7 @@ TEST_F(ModelWorkerTest, EncodeJobsQueuedWhileBusyRunTogether) {
   options.encode_token_budget = 20;
   ASSERT_EQ(options.encode_max_wait, absl::ZeroDuration());
   ModelWorker worker(model_->transformer, embedder_.get(), options, &gate);
-  DecodingOptions long_options;
-  long_options.beam_size = 1;
-  long_options.max_length = 50;
-  long_options.min_length = 50;
+  const DecodingOptions long_options = GreedyOf(50);
   Outcome long_outcome;
   std::promise<void> long_done;
   ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, long_options, long_outcome, long_done)).ok());
