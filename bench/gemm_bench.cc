@@ -172,6 +172,28 @@ void BM_PackedKernel(benchmark::State& state, Shape shape) {
   SetCounters(state, m, n, k);
 }
 
+// As BM_PackedKernel, but each call uses the next of several copies of the weights, together
+// larger than the L3 cache: in a decoder step every layer's weights have been evicted by the
+// other layers' since their last use, so they come from memory, not cache.
+void BM_PackedCold(benchmark::State& state, Shape shape) {
+  const auto [m, n, k, threads] = shape;
+  rosetta::ThreadPool* pool = Pool(threads);
+  Operands s = MakeOperands(m, n, k);
+  constexpr int64_t kColdBytes = int64_t{96} << 20;  // 3x a 32 MiB L3
+  const int64_t bytes = static_cast<int64_t>(n) * k * sizeof(float);
+  const int copies = static_cast<int>(std::max<int64_t>(2, (kColdBytes + bytes - 1) / bytes));
+  std::vector<rosetta::PackedWeights> packed;
+  for (int c = 0; c < copies; ++c)
+    packed.push_back(rosetta::PackWeights(s.w.data(), s.b.data(), n, k));
+  int next = 0;
+  for (auto _ : state) {
+    rosetta::PackedLinear(s.x.data(), m, k, packed[next], s.y.data(), n, pool);
+    benchmark::DoNotOptimize(s.y.data());
+    next = (next + 1) % copies;
+  }
+  SetCounters(state, m, n, k);
+}
+
 std::vector<Shape> AllShapes() {
   std::vector<Shape> shapes;
   // Transformer-base (translation): decoder steps of 1 to 256 rows (batch 32 x beam 4 = 128).
@@ -203,6 +225,7 @@ void RegisterAll() {
     benchmark::RegisterBenchmark(("Packed" + suffix).c_str(),
                                  BM_PackedKernel<&rosetta::PackedLinear>, s)
         ->UseRealTime();
+    benchmark::RegisterBenchmark(("PackedCold" + suffix).c_str(), BM_PackedCold, s)->UseRealTime();
   }
 }
 

@@ -74,18 +74,32 @@ int Run() {
       const int count = batch == 1
                             ? std::min<int>(absl::GetFlag(FLAGS_batch1_sentences), sources.size())
                             : static_cast<int>(sources.size());
+      // One running batch for the whole configuration, as the daemon's worker keeps one: its
+      // cache, scratch buffers and threads are allocated once, not per chunk.
+      rosetta::DecodingBatchOptions batch_options;
+      batch_options.num_threads = absl::GetFlag(FLAGS_threads);
+      batch_options.max_beams = batch * beam;
+      const int steps_per_page = batch_options.cache_page_steps;
+      batch_options.cache_pages =
+          batch_options.max_beams * ((options.max_length + steps_per_page - 1) / steps_per_page);
+      rosetta::DecodingBatch running((*model)->transformer, batch_options);
       int64_t target_tokens = 0;
       const auto start = std::chrono::steady_clock::now();
       for (int first = 0; first < count; first += batch) {
-        std::vector<std::vector<int32_t>> chunk(sources.begin() + first,
-                                                sources.begin() + std::min(first + batch, count));
-        auto results = rosetta::TranslateBatch((*model)->transformer, chunk, options,
-                                               absl::GetFlag(FLAGS_threads));
-        if (!results.ok()) {
-          std::cerr << results.status() << "\n";
+        // Static batches: admit a chunk, decode it to the end, then the next.
+        std::vector<rosetta::DecodingBatch::Request> requests;
+        for (int i = first; i < std::min(first + batch, count); ++i) {
+          requests.push_back({sources[i], options});
+        }
+        if (auto admitted = running.Admit(requests); !admitted.ok()) {
+          std::cerr << admitted.status() << "\n";
           return 1;
         }
-        for (const auto& hypotheses : *results) target_tokens += hypotheses[0].tokens.size();
+        while (!running.empty()) {
+          for (const auto& finished : running.Step()) {
+            target_tokens += finished.hypotheses[0].tokens.size();
+          }
+        }
       }
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -40,7 +40,9 @@ class ThreadPool {
   const std::function<void(int, int)>* task_ = nullptr;
   int task_n_ = 0;
   uint64_t generation_ = 0;
-  int pending_ = 0;
+  // Workers still running the current task. Decremented without the mutex; the caller spins on
+  // it before sleeping on `done_`.
+  std::atomic<int> pending_{0};
   bool stop_ = false;
   std::atomic<uint64_t> published_generation_{0};
 };

@@ -110,17 +110,27 @@ void Residual(const TransformerConfig& config, const LayerNormWeights& norm, con
   });
 }
 
+// The activation of the feed-forward layer over [rows x width], rows split across `pool`.
+void Activate(const TransformerConfig& config, float* inner, int rows, int width,
+              ThreadPool* pool) {
+  ForRange(pool, rows, static_cast<int64_t>(rows) * width, [&](int begin, int end) {
+    ApplyActivation(config.activation, inner + static_cast<int64_t>(begin) * width,
+                    static_cast<int64_t>(end - begin) * width);
+  });
+}
+
 void FeedForward(const TransformerModel& model, const FeedForwardWeights& ffn, int rows, float* x,
                  Workspace& ws) {
   const TransformerConfig& config = model.config;
   float* normed = ws.Get(kNormed, static_cast<size_t>(rows) * config.d_model);
   float* inner = ws.Get(kFfnInner, static_cast<size_t>(rows) * ffn.inner.out);
   float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * config.d_model);
-  const float* input = SublayerInput(config, ffn.norm, x, rows, normed);
-  Linear(ffn.inner, input, rows, inner, ws.pool());
-  ApplyActivation(config.activation, inner, static_cast<int64_t>(rows) * ffn.inner.out);
-  Linear(ffn.outer, inner, rows, projected, ws.pool());
-  Residual(config, ffn.norm, projected, rows, x);
+  ThreadPool* pool = ws.pool();
+  const float* input = SublayerInput(config, ffn.norm, x, rows, normed, pool);
+  Linear(ffn.inner, input, rows, inner, pool);
+  Activate(config, inner, rows, ffn.inner.out, pool);
+  Linear(ffn.outer, inner, rows, projected, pool);
+  Residual(config, ffn.norm, projected, rows, x, pool);
 }
 
 void Embed(const EmbeddingWeights& embeddings, int d_model, int token, int position, float* out) {
@@ -247,11 +257,7 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
     const FeedForwardWeights& ffn = layer.ffn;
     float* inner = at(pass.inner, ffn.inner.out);
     Linear(ffn.inner, SublayerInput(config, ffn.norm, x, rows, normed, pool), rows, inner, pool);
-    const int width = ffn.inner.out;
-    ForRange(pool, rows, static_cast<int64_t>(rows) * width, [&](int begin, int end) {
-      ApplyActivation(config.activation, inner + static_cast<int64_t>(begin) * width,
-                      static_cast<int64_t>(end - begin) * width);
-    });
+    Activate(config, inner, rows, ffn.inner.out, pool);
     Linear(ffn.outer, inner, rows, projected, pool);
     Residual(config, ffn.norm, projected, rows, x, pool);
   }
@@ -365,13 +371,18 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
   const int rows = static_cast<int>(step_rows.size());
   const AttentionShape shape = ShapeOf(model);
 
+  ThreadPool* pool = ws.pool();
   float* x = ws.Get(kQuery, static_cast<size_t>(rows) * d);  // the residual stream
   int max_keys = 0;
-  for (int r = 0; r < rows; ++r) {
-    const DecoderRow& row = step_rows[r];
-    Embed(model.decoder_embeddings, d, row.token, row.step, x + static_cast<int64_t>(r) * d);
+  for (const DecoderRow& row : step_rows) {
     max_keys = std::max({max_keys, row.step + 1, row.source_length});
   }
+  ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
+    for (int r = begin; r < end; ++r) {
+      const DecoderRow& row = step_rows[r];
+      Embed(model.decoder_embeddings, d, row.token, row.step, x + static_cast<int64_t>(r) * d);
+    }
+  });
   // Scratch per row (scores, key and value row pointers), so rows can be attended in parallel.
   float* scores = ws.Get(kScores, static_cast<size_t>(rows) * max_keys);
   auto* pointers = reinterpret_cast<const float**>(
@@ -392,7 +403,7 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
 
     // Masked self-attention over each beam's own history (the causal mask is the history itself).
     const SelfAttentionWeights& self = layer.self_attention;
-    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed), rows, qkv, ws.pool());
+    Linear(self.qkv, SublayerInput(config, self.norm, x, rows, normed, pool), rows, qkv, pool);
     float* keys = cache.Keys(static_cast<int>(l));
     float* values = cache.Values(static_cast<int>(l));
     ParallelRows(ws, rows, [&](int r) {
@@ -412,12 +423,12 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(q, key_rows, value_rows, row.step + 1, shape, row_scores,
                 context + static_cast<int64_t>(r) * d);
     });
-    Linear(self.output, context, rows, projected, ws.pool());
-    Residual(config, self.norm, projected, rows, x);
+    Linear(self.output, context, rows, projected, pool);
+    Residual(config, self.norm, projected, rows, x, pool);
 
     // Encoder-decoder attention over the sentence's precomputed keys and values.
     const CrossAttentionWeights& cross = layer.cross_attention;
-    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed), rows, qkv, ws.pool());
+    Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed, pool), rows, qkv, pool);
     ParallelRows(ws, rows, [&](int r) {
       const DecoderRow& row = step_rows[r];
       float* row_scores;
@@ -432,18 +443,18 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       AttendRow(qkv + static_cast<int64_t>(r) * d, key_rows, value_rows, row.source_length, shape,
                 row_scores, context + static_cast<int64_t>(r) * d);
     });
-    Linear(cross.output, context, rows, projected, ws.pool());
-    Residual(config, cross.norm, projected, rows, x);
+    Linear(cross.output, context, rows, projected, pool);
+    Residual(config, cross.norm, projected, rows, x, pool);
 
     FeedForward(model, layer.ffn, rows, x, ws);
   }
   const float* final_states = x;
   if (model.decoder_final_norm.present()) {
     float* normed = ws.Get(kNormed, static_cast<size_t>(rows) * d);
-    ApplyNorm(config, model.decoder_final_norm, x, rows, normed);
+    ApplyNorm(config, model.decoder_final_norm, x, rows, normed, pool);
     final_states = normed;
   }
-  Linear(model.output_projection, final_states, rows, logits, ws.pool());
+  Linear(model.output_projection, final_states, rows, logits, pool);
 }
 
 }  // namespace rosetta
