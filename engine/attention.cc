@@ -198,8 +198,8 @@ __attribute__((target("avx512f"))) inline void Transpose16x16(__m512 r[16]) {
 }
 
 // kt[c][j] = k[j][c] for j < tk, c < d; zero for tk <= j < ldkt (a multiple of 16).
-__attribute__((target("avx512f"))) void TransposeKeys(const float* k, int ldk, int tk, int d,
-                                                      float* kt, int ldkt) {
+__attribute__((target("avx512f"))) void TransposeKeysAvx512(const float* k, int ldk, int tk, int d,
+                                                            float* kt, int ldkt) {
   for (int j0 = 0; j0 < ldkt; j0 += 16) {
     for (int c0 = 0; c0 < d; c0 += 16) {
       const __mmask16 columns = LaneMask(d - c0);
@@ -217,22 +217,16 @@ __attribute__((target("avx512f"))) void TransposeKeys(const float* k, int ldk, i
   }
 }
 
-// Short blocks without BLAS: K^T into scratch, then per head, blocks of kBlockRows queries:
-// scores by broadcast FMAs, softmax over each row's visible keys, weighted sum of the visible
-// value rows. Causal rows are weighted one by one, so no row reads a value it may not see.
-__attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionArgs& a,
-                                                          const AttentionShape& shape,
-                                                          float* scratch) {
+// Attention of a block over keys already transposed (kt: [d x ldkt], zero past the last key),
+// per head, blocks of kBlockRows queries: scores by broadcast FMAs, softmax over each row's visible
+// keys, weighted sum of the visible value rows. Causal rows are weighted one by one, so no row
+// reads a value it may not see. `p` holds kBlockRows * ldkt floats.
+__attribute__((target("avx512f"))) void AttendTransposedBlockAvx512(const BlockAttentionArgs& a,
+                                                                    const AttentionShape& shape,
+                                                                    const float* kt, int ldkt,
+                                                                    float* p) {
   const int dh = shape.head_dim;
-  const int d = shape.num_heads * dh;
   const int tk = std::min(a.tk, a.key_length);
-  const int ldkt = RoundUp16(tk);
-  // K^T of every head at once ([d x ldkt], zero past the last key), 16 x 16 tiles at a time: each
-  // key row is read as one contiguous stream (head by head, the scattered row reads were
-  // latency-bound cache misses).
-  float* kt = scratch;
-  float* p = scratch + static_cast<int64_t>(d) * ldkt;
-  TransposeKeys(a.k, a.ldk, tk, d, kt, ldkt);
   for (int h = 0; h < shape.num_heads; ++h) {
     const int offset = h * dh;
     const float* kt_h = kt + static_cast<int64_t>(offset) * ldkt;
@@ -263,6 +257,20 @@ __attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionAr
   }
 }
 
+// Short blocks without BLAS: K^T of every head at once into scratch ([d x ldkt], zero past the
+// last key), 16 x 16 tiles at a time (each key row is read as one contiguous stream; head by head,
+// the scattered row reads were latency-bound cache misses), then the transposed-key kernel.
+__attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionArgs& a,
+                                                          const AttentionShape& shape,
+                                                          float* scratch) {
+  const int d = shape.num_heads * shape.head_dim;
+  const int tk = std::min(a.tk, a.key_length);
+  const int ldkt = RoundUp16(tk);
+  float* kt = scratch;
+  TransposeKeysAvx512(a.k, a.ldk, tk, d, kt, ldkt);
+  AttendTransposedBlockAvx512(a, shape, kt, ldkt, scratch + static_cast<int64_t>(d) * ldkt);
+}
+
 bool UseAvx512Block(int tk) { return kAttentionAvx512 && tk <= kMaxKeysForAvx512; }
 
 }  // namespace
@@ -273,6 +281,60 @@ int64_t AttendBlockScratchFloats(int tq, int tk, const AttentionShape& shape) {
   const int64_t ldkt = RoundUp16(tk);
   return std::max(gemm,
                   (static_cast<int64_t>(shape.num_heads) * shape.head_dim + kBlockRows) * ldkt);
+}
+
+int TransposedKeyStride(int n) { return RoundUp16(n); }
+
+void TransposeKeys(const float* k, int ldk, int n, int d, float* kt, int ldkt) {
+  if (kAttentionAvx512) {
+    TransposeKeysAvx512(k, ldk, n, d, kt, ldkt);
+    return;
+  }
+  for (int c = 0; c < d; ++c) {
+    float* row = kt + static_cast<int64_t>(c) * ldkt;
+    for (int j = 0; j < n; ++j) row[j] = k[static_cast<int64_t>(j) * ldk + c];
+    std::fill(row + n, row + ldkt, 0.0f);
+  }
+}
+
+int64_t AttendTransposedScratchFloats(int n) {
+  return static_cast<int64_t>(kBlockRows) * TransposedKeyStride(n);
+}
+
+void AttendTransposed(const float* q, int ldq, int tq, const float* kt, int ldkt, int n,
+                      const float* v, int ldv, const AttentionShape& shape, float* scratch,
+                      float* out, int ldo) {
+  if (kAttentionAvx512) {
+    BlockAttentionArgs a;
+    a.q = q;
+    a.ldq = ldq;
+    a.v = v;
+    a.ldv = ldv;
+    a.out = out;
+    a.ldo = ldo;
+    a.tq = tq;
+    a.tk = a.key_length = n;
+    AttendTransposedBlockAvx512(a, shape, kt, ldkt, scratch);
+    return;
+  }
+  const int dh = shape.head_dim;
+  for (int i = 0; i < tq; ++i) {
+    for (int h = 0; h < shape.num_heads; ++h) {
+      const int offset = h * dh;
+      const float* q_h = q + static_cast<int64_t>(i) * ldq + offset;
+      for (int j = 0; j < n; ++j) {
+        float sum = 0.0f;
+        for (int c = 0; c < dh; ++c)
+          sum += q_h[c] * kt[static_cast<int64_t>(offset + c) * ldkt + j];
+        scratch[j] = sum * shape.scale;
+      }
+      Softmax(scratch, n);
+      float* o = out + static_cast<int64_t>(i) * ldo + offset;
+      std::memset(o, 0, sizeof(float) * dh);
+      for (int j = 0; j < n; ++j)
+        Axpy(scratch[j], v + static_cast<int64_t>(j) * ldv + offset, o, dh);
+    }
+  }
 }
 
 void AttendBlock(const BlockAttentionArgs& args, const AttentionShape& shape, float* scratch) {

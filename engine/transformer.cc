@@ -30,8 +30,9 @@ enum Buffer : int {
   kScores,
   kCrossKv,
   kPointers,
+  kCrossScratch,
 };
-static_assert(kPointers < Workspace::kFirstCallerBuffer);
+static_assert(kCrossScratch < Workspace::kFirstCallerBuffer);
 
 void Linear(const LinearWeights& w, const float* x, int rows, float* y, ThreadPool* pool) {
   if (w.packed != nullptr && rows <= w.packed_max_rows) {
@@ -141,7 +142,7 @@ void Embed(const EmbeddingWeights& embeddings, int d_model, int token, int posit
   }
 }
 
-// Runs fn(r) for r in [0, rows) on the workspace's threads.
+// Runs fn(r) for r in [0, rows) on the workspace's threads (rows of a step, or runs of them).
 template <typename Fn>
 void ParallelRows(Workspace& ws, int rows, const Fn& fn) {
   if (ws.pool() == nullptr) {
@@ -342,8 +343,19 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
   EncodeSentences(pass, 0, num_sentences, pool, 0);
 }
 
+namespace {
+
+// A layer's cross-attention memory for a source of `length` rows: K^T ([d_model x ldkt]), then V
+// ([length x d_model]).
+int64_t CrossLayerFloats(int d_model, int length) {
+  return static_cast<int64_t>(d_model) * (TransposedKeyStride(length) + length);
+}
+
+}  // namespace
+
 int64_t CrossMemoryFloats(const TransformerModel& model, int length) {
-  return static_cast<int64_t>(model.decoder_layers.size()) * length * 2 * model.config.d_model;
+  return static_cast<int64_t>(model.decoder_layers.size()) *
+         CrossLayerFloats(model.config.d_model, length);
 }
 
 void ComputeCrossMemory(const TransformerModel& model, const float* encoder_output,
@@ -355,12 +367,20 @@ void ComputeCrossMemory(const TransformerModel& model, const float* encoder_outp
   float* kv = ws.Get(kCrossKv, static_cast<size_t>(rows) * 2 * d);
   for (size_t l = 0; l < model.decoder_layers.size(); ++l) {
     Linear(model.decoder_layers[l].cross_attention.kv, encoder_output, rows, kv, ws.pool());
-    for (int s = 0; s < num_sentences; ++s) {
-      const int length = offsets[s + 1] - offsets[s];
-      float* dst = memories[s] + static_cast<int64_t>(l) * length * 2 * d;
-      std::memcpy(dst, kv + static_cast<int64_t>(offsets[s]) * 2 * d,
-                  sizeof(float) * static_cast<size_t>(length) * 2 * d);
-    }
+    ForRange(ws.pool(), num_sentences, static_cast<int64_t>(rows) * 2 * d, [&](int begin, int end) {
+      for (int s = begin; s < end; ++s) {
+        const int length = offsets[s + 1] - offsets[s];
+        const int ldkt = TransposedKeyStride(length);
+        float* kt = memories[s] + static_cast<int64_t>(l) * CrossLayerFloats(d, length);
+        float* values = kt + static_cast<int64_t>(d) * ldkt;
+        const float* src = kv + static_cast<int64_t>(offsets[s]) * 2 * d;
+        TransposeKeys(src, 2 * d, length, d, kt, ldkt);
+        for (int j = 0; j < length; ++j) {
+          std::memcpy(values + static_cast<int64_t>(j) * d,
+                      src + static_cast<int64_t>(j) * 2 * d + d, sizeof(float) * d);
+        }
+      }
+    });
   }
 }
 
@@ -373,16 +393,27 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
 
   ThreadPool* pool = ws.pool();
   float* x = ws.Get(kQuery, static_cast<size_t>(rows) * d);  // the residual stream
-  int max_keys = 0;
-  for (const DecoderRow& row : step_rows) {
-    max_keys = std::max({max_keys, row.step + 1, row.source_length});
-  }
+  int max_keys = 0;  // of self-attention: the longest history
+  for (const DecoderRow& row : step_rows) max_keys = std::max(max_keys, row.step + 1);
   ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
     for (int r = begin; r < end; ++r) {
       const DecoderRow& row = step_rows[r];
       Embed(model.decoder_embeddings, d, row.token, row.step, x + static_cast<int64_t>(r) * d);
     }
   });
+  // Runs of consecutive rows that share a cross-attention memory (the beams of a sentence):
+  // run i is rows [runs[i], runs[i+1]).
+  std::vector<int> runs;
+  int max_source = 0;
+  for (int r = 0; r < rows; ++r) {
+    if (r == 0 || step_rows[r].cross_memory != step_rows[r - 1].cross_memory) runs.push_back(r);
+    max_source = std::max(max_source, step_rows[r].source_length);
+  }
+  const int num_runs = static_cast<int>(runs.size());
+  runs.push_back(rows);
+  const int64_t cross_scratch_floats = AttendTransposedScratchFloats(std::max(max_source, 1));
+  float* cross_scratch =
+      ws.Get(kCrossScratch, static_cast<size_t>(num_runs) * cross_scratch_floats);
   // Scratch per row (scores, key and value row pointers), so rows can be attended in parallel.
   float* scores = ws.Get(kScores, static_cast<size_t>(rows) * max_keys);
   auto* pointers = reinterpret_cast<const float**>(
@@ -429,20 +460,20 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     // Encoder-decoder attention over the sentence's precomputed keys and values.
     const CrossAttentionWeights& cross = layer.cross_attention;
     Linear(cross.query, SublayerInput(config, cross.norm, x, rows, normed, pool), rows, qkv, pool);
-    ParallelRows(ws, rows, [&](int r) {
-      const DecoderRow& row = step_rows[r];
-      float* row_scores;
-      const float** key_rows;
-      const float** value_rows;
-      row_scratch(r, &row_scores, &key_rows, &value_rows);
-      const float* memory = row.cross_memory + static_cast<int64_t>(l) * row.source_length * 2 * d;
-      for (int j = 0; j < row.source_length; ++j) {
-        key_rows[j] = memory + static_cast<int64_t>(j) * 2 * d;
-        value_rows[j] = key_rows[j] + d;
-      }
-      AttendRow(qkv + static_cast<int64_t>(r) * d, key_rows, value_rows, row.source_length, shape,
-                row_scores, context + static_cast<int64_t>(r) * d);
-    });
+    // The beams of a sentence (consecutive rows with the same memory) attend together, so each
+    // key is loaded once for all of them.
+    auto attend_run = [&](int run) {
+      const int begin = runs[run];
+      const DecoderRow& row = step_rows[begin];
+      const int length = row.source_length;
+      const int ldkt = TransposedKeyStride(length);
+      const float* kt = row.cross_memory + static_cast<int64_t>(l) * CrossLayerFloats(d, length);
+      AttendTransposed(qkv + static_cast<int64_t>(begin) * d, d, runs[run + 1] - begin, kt, ldkt,
+                       length, kt + static_cast<int64_t>(d) * ldkt, d, shape,
+                       cross_scratch + run * cross_scratch_floats,
+                       context + static_cast<int64_t>(begin) * d, d);
+    };
+    ParallelRows(ws, num_runs, attend_run);
     Linear(cross.output, context, rows, projected, pool);
     Residual(config, cross.norm, projected, rows, x, pool);
 
