@@ -221,6 +221,10 @@ absl::StatusOr<std::vector<DecodingBatch::SequenceId>> DecodingBatch::Admit(
     group->id = next_id_++;
     group->options = requests[i].options;
     group->source_length = offsets[i + 1] - offsets[i];
+    if (!spare_memories_.empty()) {
+      group->cross_memory = std::move(spare_memories_.back());
+      spare_memories_.pop_back();
+    }
     group->cross_memory.resize(CrossMemoryFloats(*model_, group->source_length));
     memories.push_back(group->cross_memory.data());
     for (int lane = 0; lane < group->options.beam_size; ++lane) {
@@ -242,6 +246,11 @@ void DecodingBatch::ReleaseGroup(Group& group) {
   for (int slot : group.slots) cache_.ReleaseSlot(slot);
   group.slots.clear();
   reserved_beams_ -= group.options.beam_size;
+  // Kept for the next admitted sentence: no allocation and page faults per sentence. At most one
+  // per beam the batch can run, so this holds no more than the batch's peak use.
+  if (spare_memories_.size() < static_cast<size_t>(options_.max_beams)) {
+    spare_memories_.push_back(std::move(group.cross_memory));
+  }
 }
 
 bool DecodingBatch::Cancel(SequenceId id) {

@@ -133,6 +133,8 @@ class DecodingBatch {
   int reserved_beams_ = 0;
   std::vector<DecoderRow> rows_;
   AlignedVector<float> encoder_output_;
+  // Cross-attention memories of finished sentences, reused by the next ones.
+  std::vector<AlignedVector<float>> spare_memories_;
 };
 
 // Translates `sources` as one static batch (admit all, step until done) with a cache sized for it.
