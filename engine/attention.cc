@@ -9,6 +9,7 @@
 #include <cstring>
 
 #include "engine/blas.h"
+#include "engine/cpu_features.h"
 #include "engine/ops.h"
 
 namespace rosetta {
@@ -55,7 +56,7 @@ __attribute__((target("avx512f"))) void AttendRowAvx512(const float* query,
   }
 }
 
-const bool kAttentionAvx512 = __builtin_cpu_supports("avx512f");
+const bool kAttentionAvx512 = UseAvx512();
 
 }  // namespace
 

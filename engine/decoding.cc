@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_features.h"
 #include "engine/ops.h"
 
 namespace rosetta {
@@ -70,7 +71,7 @@ __attribute__((target("avx512f"))) void ScanTopKAvx512(const float* row, int n, 
   }
 }
 
-const bool kTopKAvx512 = __builtin_cpu_supports("avx512f");
+const bool kTopKAvx512 = UseAvx512();
 
 // Appends the best `k` finite entries of `row` to `out` as candidates of `beam` (score: the
 // entry itself). -inf and NaN entries never become candidates.

@@ -12,6 +12,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "engine/cpu_features.h"
 
 // Hot loops are compiled for AVX-512 and AVX2 besides the baseline; the loader picks the best
 // clone for the CPU at run time, so one binary stays portable.
@@ -219,7 +220,7 @@ __attribute__((target("avx512f"))) void SubtractTwiceAvx512(float* x, int64_t n,
   }
 }
 
-const bool kHasAvx512 = __builtin_cpu_supports("avx512f");
+const bool kHasAvx512 = UseAvx512();
 
 // Per row: the sum a + b written to `out` while summing it, then the variance, then the affine
 // normalisation: three passes over a row that stays in L1. `b` may be null (plain LayerNorm).

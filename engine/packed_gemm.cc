@@ -9,6 +9,8 @@
 #include <cstring>
 #include <utility>
 
+#include "engine/cpu_features.h"
+
 namespace rosetta {
 
 namespace {
@@ -116,7 +118,7 @@ void AdviseHugePages(void* p, size_t bytes) {
 
 }  // namespace
 
-bool PackedGemmSupported() { return __builtin_cpu_supports("avx512f"); }
+bool PackedGemmSupported() { return UseAvx512(); }
 
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
   PackedWeights packed;
