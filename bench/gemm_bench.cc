@@ -161,6 +161,10 @@ void BM_OpenBlas(benchmark::State& state, Shape shape) {
 
 template <auto kLinear>
 void BM_PackedKernel(benchmark::State& state, Shape shape) {
+  if (!rosetta::PackedGemmSupported()) {
+    state.SkipWithError("the packed kernel needs AVX-512");
+    return;
+  }
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);
@@ -176,6 +180,10 @@ void BM_PackedKernel(benchmark::State& state, Shape shape) {
 // larger than the L3 cache: in a decoder step every layer's weights have been evicted by the
 // other layers' since their last use, so they come from memory, not cache.
 void BM_PackedCold(benchmark::State& state, Shape shape) {
+  if (!rosetta::PackedGemmSupported()) {
+    state.SkipWithError("the packed kernel needs AVX-512");
+    return;
+  }
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);

@@ -56,13 +56,11 @@ __attribute__((target("avx512f"))) void AttendRowAvx512(const float* query,
   }
 }
 
-const bool kAttentionAvx512 = UseAvx512();
-
 }  // namespace
 
 void AttendRow(const float* query, const float* const* keys, const float* const* values, int n,
                const AttentionShape& shape, float* scores, float* out) {
-  if (kAttentionAvx512 && shape.head_dim % 16 == 0) {
+  if (UseAvx512() && shape.head_dim % 16 == 0) {
     AttendRowAvx512(query, keys, values, n, shape, scores, out);
     return;
   }
@@ -243,12 +241,26 @@ __attribute__((target("avx512f"))) void AttendTransposedBlockAvx512(const BlockA
       const int rows = std::min(kBlockRows, a.tq - i0);
       const float* q[kBlockRows];
       float* out[kBlockRows];
-      for (int r = 0; r < kBlockRows; ++r) {
-        const int i = i0 + std::min(r, rows - 1);  // a short block repeats its last row
-        q[r] = a.q + static_cast<int64_t>(i) * a.ldq + offset;
-        out[r] = a.out + static_cast<int64_t>(i) * a.ldo + offset;
+      for (int r = 0; r < rows; ++r) {
+        q[r] = a.q + static_cast<int64_t>(i0 + r) * a.ldq + offset;
+        out[r] = a.out + static_cast<int64_t>(i0 + r) * a.ldo + offset;
       }
-      ScoreRows<kBlockRows>(q, kt_h, ldkt, dh, shape.scale, p);
+      // As many rows as the block has (a greedy row alone does a quarter of the FMAs of four);
+      // each row's scores are summed in the same order whatever the block's size.
+      switch (rows) {
+        case 1:
+          ScoreRows<1>(q, kt_h, ldkt, dh, shape.scale, p);
+          break;
+        case 2:
+          ScoreRows<2>(q, kt_h, ldkt, dh, shape.scale, p);
+          break;
+        case 3:
+          ScoreRows<3>(q, kt_h, ldkt, dh, shape.scale, p);
+          break;
+        default:
+          ScoreRows<kBlockRows>(q, kt_h, ldkt, dh, shape.scale, p);
+          break;
+      }
       int visible[kBlockRows];
       for (int r = 0; r < rows; ++r) {
         visible[r] = std::min(VisibleKeys(a, i0 + r), tk);
@@ -279,7 +291,7 @@ __attribute__((target("avx512f"))) void AttendBlockAvx512(const BlockAttentionAr
   AttendTransposedBlockAvx512(a, shape, kt, ldkt, scratch + static_cast<int64_t>(d) * ldkt);
 }
 
-bool UseAvx512Block(int tk) { return kAttentionAvx512 && tk <= kMaxKeysForAvx512; }
+bool UseAvx512Block(int tk) { return UseAvx512() && tk <= kMaxKeysForAvx512; }
 
 }  // namespace
 
@@ -294,7 +306,7 @@ int64_t AttendBlockScratchFloats(int tq, int tk, const AttentionShape& shape) {
 int TransposedKeyStride(int n) { return RoundUp16(n); }
 
 void TransposeKeys(const float* k, int ldk, int n, int d, float* kt, int ldkt) {
-  if (kAttentionAvx512) {
+  if (UseAvx512()) {
     TransposeKeysAvx512(k, ldk, n, d, kt, ldkt);
     return;
   }
@@ -312,7 +324,7 @@ int64_t AttendTransposedScratchFloats(int n) {
 void AttendTransposed(const float* q, int ldq, int tq, const float* kt, int ldkt, int n,
                       const float* v, int ldv, const AttentionShape& shape, float* scratch,
                       float* out, int ldo) {
-  if (kAttentionAvx512) {
+  if (UseAvx512()) {
     BlockAttentionArgs a;
     a.q = q;
     a.ldq = ldq;
@@ -330,12 +342,13 @@ void AttendTransposed(const float* q, int ldq, int tq, const float* kt, int ldkt
     for (int h = 0; h < shape.num_heads; ++h) {
       const int offset = h * dh;
       const float* q_h = q + static_cast<int64_t>(i) * ldq + offset;
-      for (int j = 0; j < n; ++j) {
-        float sum = 0.0f;
-        for (int c = 0; c < dh; ++c)
-          sum += q_h[c] * kt[static_cast<int64_t>(offset + c) * ldkt + j];
-        scratch[j] = sum * shape.scale;
+      // Key by key in the inner loop: contiguous rows of K^T (the same order of sums per key).
+      std::fill(scratch, scratch + n, 0.0f);
+      for (int c = 0; c < dh; ++c) {
+        const float* kt_row = kt + static_cast<int64_t>(offset + c) * ldkt;
+        for (int j = 0; j < n; ++j) scratch[j] += q_h[c] * kt_row[j];
       }
+      for (int j = 0; j < n; ++j) scratch[j] *= shape.scale;
       Softmax(scratch, n);
       float* o = out + static_cast<int64_t>(i) * ldo + offset;
       std::memset(o, 0, sizeof(float) * dh);

@@ -48,14 +48,16 @@ int64_t AttendBlockScratchFloats(int tq, int tk, const AttentionShape& shape);
 
 // Keys stored transposed, for keys that many queries read over many calls (a sentence's
 // cross-attention memory, attended at every decoding step): kt[c * ldkt + j] is element c of key
-// j for c < d and j < n, and zero for n <= j < ldkt. ldkt = TransposedKeyStride(n).
+// j for c < d and j < n, and zero for n <= j < ldkt.
+// REQUIRES: ldkt == TransposedKeyStride(n) (whole blocks of 16 keys are written and read).
 int TransposedKeyStride(int n);
 void TransposeKeys(const float* k, int ldk, int n, int d, float* kt, int ldkt);
 
 // Attention of `tq` query rows (ldq apart) over `n` keys given transposed (as above) and `n` value
 // rows (ldv apart); writes `tq` rows of output (ldo apart). Each key is loaded once for up to four
 // queries, and a row's result does not depend on the other rows of the call. REQUIRES: n >= 1;
-// `scratch` holds AttendTransposedScratchFloats(n) floats.
+// kt from TransposeKeys with ldkt == TransposedKeyStride(n); `scratch` holds
+// AttendTransposedScratchFloats(n) floats.
 void AttendTransposed(const float* q, int ldq, int tq, const float* kt, int ldkt, int n,
                       const float* v, int ldv, const AttentionShape& shape, float* scratch,
                       float* out, int ldo);

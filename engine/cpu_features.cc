@@ -1,17 +1,28 @@
 #include "engine/cpu_features.h"
 
-#include <cstdlib>
-#include <cstring>
+#include <atomic>
 
 namespace rosetta {
 
-bool UseAvx512() {
-  static const bool use = [] {
-    const char* disable = std::getenv("ROSETTA_DISABLE_AVX512");
-    if (disable != nullptr && disable[0] != '\0' && std::strcmp(disable, "0") != 0) return false;
+namespace {
+
+bool CpuHasAvx512() {
+  static const bool has = [] {
+    __builtin_cpu_init();  // safe even if called during static initialisation
     return __builtin_cpu_supports("avx512f") != 0;
   }();
-  return use;
+  return has;
 }
+
+std::atomic<bool>& PortableForced() {
+  static std::atomic<bool> forced{false};
+  return forced;
+}
+
+}  // namespace
+
+bool UseAvx512() { return CpuHasAvx512() && !PortableForced().load(std::memory_order_relaxed); }
+
+void ForcePortableKernels() { PortableForced().store(true, std::memory_order_relaxed); }
 
 }  // namespace rosetta

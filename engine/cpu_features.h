@@ -1,16 +1,20 @@
 // Which instruction sets the engine's hand-written kernels use.
 //
-// The AVX-512 kernels (packed GEMM, attention, softmax and friends, top-k) run when the CPU has
-// AVX-512F, unless the environment variable ROSETTA_DISABLE_AVX512 is set to anything but "" or
-// "0": then the portable paths run instead (the same results within float rounding). The tests
-// use it to cover those paths on AVX-512 machines; operators can use it to rule the kernels out.
+// The AVX-512 kernels (packed GEMM, attention, softmax and friends, LayerNorm, top-k) run when the
+// CPU has AVX-512F; otherwise portable versions run (the same results within float rounding).
+// Functions compiled with target_clones (engine/ops.cc) and OpenBLAS choose their own code paths.
 #ifndef ROSETTA_ENGINE_CPU_FEATURES_H_
 #define ROSETTA_ENGINE_CPU_FEATURES_H_
 
 namespace rosetta {
 
-// Decided once per process, at the first call.
+// Whether the hand-written AVX-512 kernels run: the CPU has AVX-512F and ForcePortableKernels()
+// was not called. Thread-safe.
 bool UseAvx512();
+
+// From now on the portable kernels run even on AVX-512 CPUs (tests of those paths). Call it
+// before loading models: weights already packed for the AVX-512 GEMM stay packed and used.
+void ForcePortableKernels();
 
 }  // namespace rosetta
 

@@ -71,13 +71,11 @@ __attribute__((target("avx512f"))) void ScanTopKAvx512(const float* row, int n, 
   }
 }
 
-const bool kTopKAvx512 = UseAvx512();
-
 // Appends the best `k` finite entries of `row` to `out` as candidates of `beam` (score: the
 // entry itself). -inf and NaN entries never become candidates.
 void AppendTopK(const float* row, int n, int k, int beam, std::vector<Candidate>& out) {
   const size_t first = out.size();
-  if (kTopKAvx512) {
+  if (UseAvx512()) {
     ScanTopKAvx512(row, n, static_cast<size_t>(k), beam, first, out);
   } else {
     for (int v = 0; v < n; ++v) {
@@ -248,7 +246,8 @@ void DecodingBatch::ReleaseGroup(Group& group) {
   group.slots.clear();
   reserved_beams_ -= group.options.beam_size;
   // Kept for the next admitted sentence: no allocation and page faults per sentence. At most one
-  // per beam the batch can run, so this holds no more than the batch's peak use.
+  // per beam the batch can run; each keeps the size of the longest source it held (at most the
+  // source length limit), so this is bounded by max_beams memories of the longest source.
   if (spare_memories_.size() < static_cast<size_t>(options_.max_beams)) {
     spare_memories_.push_back(std::move(group.cross_memory));
   }

@@ -56,11 +56,10 @@ static void Relu(float* x, int64_t n) {
 
 namespace {
 void GeluAvx512(float* x, int64_t n);
-extern const bool kHasAvx512;
 }  // namespace
 
 static void Gelu(float* x, int64_t n) {
-  if (kHasAvx512) return GeluAvx512(x, n);
+  if (UseAvx512()) return GeluAvx512(x, n);
   constexpr float kInvSqrt2 = 0.70710678118654752f;
   for (int64_t i = 0; i < n; ++i) x[i] = 0.5f * x[i] * (1.0f + std::erf(x[i] * kInvSqrt2));
 }
@@ -79,11 +78,10 @@ static void SiluScalar(float* x, int64_t n) {
 
 namespace {
 void SiluAvx512(float* x, int64_t n);
-extern const bool kHasAvx512;
 }  // namespace
 
 static void Silu(float* x, int64_t n) {
-  if (kHasAvx512) return SiluAvx512(x, n);
+  if (UseAvx512()) return SiluAvx512(x, n);
   SiluScalar(x, n);
 }
 
@@ -116,7 +114,6 @@ void Add(const float* a, const float* b, float* out, int64_t n) {
 namespace {
 void AddLayerNormAvx512(const float* a, const float* b, const float* gamma, const float* beta,
                         float eps, int64_t rows, int64_t cols, float* out);
-extern const bool kHasAvx512;
 }  // namespace
 
 ROSETTA_MULTIVERSION
@@ -140,13 +137,13 @@ static void LayerNormScalar(const float* x, const float* gamma, const float* bet
 
 void LayerNorm(const float* x, const float* gamma, const float* beta, float eps, int64_t rows,
                int64_t cols, float* out) {
-  if (kHasAvx512) return AddLayerNormAvx512(x, nullptr, gamma, beta, eps, rows, cols, out);
+  if (UseAvx512()) return AddLayerNormAvx512(x, nullptr, gamma, beta, eps, rows, cols, out);
   LayerNormScalar(x, gamma, beta, eps, rows, cols, out);
 }
 
 void AddLayerNorm(const float* a, const float* b, const float* gamma, const float* beta, float eps,
                   int64_t rows, int64_t cols, float* out) {
-  if (kHasAvx512) return AddLayerNormAvx512(a, b, gamma, beta, eps, rows, cols, out);
+  if (UseAvx512()) return AddLayerNormAvx512(a, b, gamma, beta, eps, rows, cols, out);
   Add(a, b, out, rows * cols);
   LayerNormScalar(out, gamma, beta, eps, rows, cols, out);
 }
@@ -219,8 +216,6 @@ __attribute__((target("avx512f"))) void SubtractTwiceAvx512(float* x, int64_t n,
     _mm512_mask_storeu_ps(x + i, mask, _mm512_sub_ps(v, b));
   }
 }
-
-const bool kHasAvx512 = UseAvx512();
 
 // Per row: the sum a + b written to `out` while summing it, then the variance, then the affine
 // normalisation: three passes over a row that stays in L1. `b` may be null (plain LayerNorm).
@@ -320,14 +315,14 @@ void SoftmaxScalar(float* x, int64_t n) {
 
 void Softmax(float* x, int64_t n) {
   if (n <= 0) return;
-  if (!kHasAvx512) return SoftmaxScalar(x, n);
+  if (!UseAvx512()) return SoftmaxScalar(x, n);
   const float max_value = MaxAvx512(x, n);
   const float sum = SumExpAvx512(x, n, max_value, x);
   ScaleAvx512(x, n, 1.0f / sum);
 }
 
 void LogSoftmaxNormalizer(const float* x, int64_t n, float* max_value, float* log_sum) {
-  if (kHasAvx512) {
+  if (UseAvx512()) {
     *max_value = MaxAvx512(x, n);
     *log_sum = std::log(SumExpAvx512(x, n, *max_value, nullptr));
     return;
@@ -345,7 +340,7 @@ void LogSoftmax(float* x, int64_t rows, int64_t cols) {
     float* row = x + r * cols;
     float max_value, log_sum;
     LogSoftmaxNormalizer(row, cols, &max_value, &log_sum);
-    if (kHasAvx512) {
+    if (UseAvx512()) {
       SubtractTwiceAvx512(row, cols, max_value, log_sum);
     } else {
       for (int64_t c = 0; c < cols; ++c) row[c] = (row[c] - max_value) - log_sum;

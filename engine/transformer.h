@@ -49,7 +49,9 @@ void RunEncoder(const TransformerModel& model, std::span<const int32_t> ids,
 int64_t CrossMemoryFloats(const TransformerModel& model, int length);
 
 // Computes the cross-attention keys and values of every decoder layer for packed encoder output
-// rows; sentence i's memory ([layers x length_i x 2*d_model]) is written to memories[i].
+// rows; sentence i's memory is written to memories[i]: per layer, the keys transposed
+// ([d_model x TransposedKeyStride(length_i)], engine/attention.h), then the values
+// ([length_i x d_model]); CrossMemoryFloats(model, length_i) floats in all.
 void ComputeCrossMemory(const TransformerModel& model, const float* encoder_output,
                         std::span<const int> offsets, std::span<float* const> memories,
                         Workspace& workspace);
@@ -61,7 +63,9 @@ struct DecoderRow {
   // Offsets (DecoderCache::RowOffset) of this beam's history for steps 0..step; the last one is
   // where this step's keys and values are written.
   const int64_t* history = nullptr;
-  const float* cross_memory = nullptr;  // from ComputeCrossMemory
+  // From ComputeCrossMemory. Rows that share a memory share its source_length; a sentence's
+  // beams, as consecutive rows, attend it together.
+  const float* cross_memory = nullptr;
   int source_length = 0;
 };
 
