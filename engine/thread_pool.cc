@@ -9,6 +9,8 @@ namespace {
 // Workers spin this many pause iterations before sleeping: a decoder step issues dozens of short
 // parallel loops back to back, and a condition-variable wake-up costs more than the spin.
 constexpr int kSpinIterations = 20000;
+// The caller of ParallelFor spins this many before sleeping until the other chunks are done.
+constexpr int kCallerSpinIterations = 2000;
 
 void ChunkBounds(int n, int chunks, int index, int* begin, int* end) {
   const int base = n / chunks;
@@ -53,9 +55,10 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int, int)>& fn) {
   int begin, end;
   ChunkBounds(n, chunks, 0, &begin, &end);
   if (begin < end) fn(begin, end);
-  // The other chunks usually end within microseconds of this one: spin before sleeping, since a
-  // wake-up through the kernel costs more than that.
-  for (int spin = 0; spin < kSpinIterations; ++spin) {
+  // The other chunks usually end within microseconds of this one: spin briefly before sleeping,
+  // since a wake-up through the kernel costs more than that. Briefly: when the machine has more
+  // busy threads than cores, a long spin burns the time slice the other chunk needs.
+  for (int spin = 0; spin < kCallerSpinIterations; ++spin) {
     if (pending_.load(std::memory_order_acquire) == 0) break;
     _mm_pause();
   }

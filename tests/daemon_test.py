@@ -112,8 +112,10 @@ def main():
               "a bad flag exits 2 and names the flag", result.stderr)
 
         # --- health, reflection, malformed bytes, then a drain with requests in flight
+        # A drain timeout far above the ~5 s this drain takes on an idle machine: on a loaded one
+        # (other jobs on the same cores) it took over 60 s.
         daemon = Daemon(args.rosettad, "--model", f"aren={model}", "--threads", "2",
-                        "--drain_timeout", "60")
+                        "--drain_timeout", "300")
         if not check(daemon.serving.wait(60), "rosettad reports that it serves", "".join(daemon.log)):
             daemon.process.kill()
             return 1
