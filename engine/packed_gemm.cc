@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <utility>
@@ -27,6 +28,12 @@ constexpr int kSingleRows = 12;
 // Rows per unit of work: x rows [r, r + kBlockRows) are read once per pair of panels, and stay in
 // L2 (1 MB) while a thread sweeps its panels when m is large (the encoder's 1024 rows).
 constexpr int kBlockRows = 256;
+
+// Chunks of units per thread in a multi-threaded call: enough for the threads to even out.
+constexpr int kChunksPerThread = 8;
+// From this many rows on, units are handed out in chunks (below, a static split: batch 1 greedy
+// measured 0.86x with chunks, batch 32 beam 4 1.04x).
+constexpr int kMinRowsForChunks = 16;
 
 // y[kRows x 16 kPanels * 2] = bias + x[kRows x k] W^T over kPanels (1 or 2) consecutive panels,
 // `panel_stride` floats apart. x is read in place (row i at x + i * ldx): no copy of the input.
@@ -162,9 +169,25 @@ void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float*
     run(0, units);
     return;
   }
-  // Contiguous ranges of units per thread. Handing units out one at a time from an atomic counter
-  // measured 0.6x-0.8x as fast at m <= 128 on 2 threads, so the split stays static.
-  pool->ParallelFor(units, run);
+  if (m < kMinRowsForChunks) {
+    // Few rows: the weights' memory traffic dominates, and contiguous halves stream best.
+    pool->ParallelFor(units, run);
+    return;
+  }
+  // Each thread takes chunks of units in order from a shared counter until none are left, so a
+  // thread that the machine slows down (a shared VM) does less of the work instead of holding
+  // the other back. Chunks of several units keep each thread's weight reads sequential; handing
+  // units out one at a time measured 0.6x-0.8x as fast at m <= 128 on 2 threads.
+  const int threads = pool->num_threads();
+  const int chunk = std::max(1, units / (threads * kChunksPerThread));
+  std::atomic<int> next{0};
+  pool->ParallelFor(threads, [&](int, int) {
+    for (;;) {
+      const int begin = next.fetch_add(chunk, std::memory_order_relaxed);
+      if (begin >= units) break;
+      run(begin, std::min(units, begin + chunk));
+    }
+  });
 }
 
 }  // namespace rosetta
