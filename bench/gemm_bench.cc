@@ -159,12 +159,16 @@ void BM_OpenBlas(benchmark::State& state, Shape shape) {
   SetCounters(state, m, n, k);
 }
 
+// Marks the benchmark skipped on CPUs where the packed kernel cannot run.
+bool SkippedWithoutPackedKernel(benchmark::State& state) {
+  if (rosetta::PackedGemmSupported()) return false;
+  state.SkipWithError("the packed kernel needs AVX-512");
+  return true;
+}
+
 template <auto kLinear>
 void BM_PackedKernel(benchmark::State& state, Shape shape) {
-  if (!rosetta::PackedGemmSupported()) {
-    state.SkipWithError("the packed kernel needs AVX-512");
-    return;
-  }
+  if (SkippedWithoutPackedKernel(state)) return;
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);
@@ -180,10 +184,7 @@ void BM_PackedKernel(benchmark::State& state, Shape shape) {
 // larger than the L3 cache: in a decoder step every layer's weights have been evicted by the
 // other layers' since their last use, so they come from memory, not cache.
 void BM_PackedCold(benchmark::State& state, Shape shape) {
-  if (!rosetta::PackedGemmSupported()) {
-    state.SkipWithError("the packed kernel needs AVX-512");
-    return;
-  }
+  if (SkippedWithoutPackedKernel(state)) return;
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);

@@ -76,13 +76,9 @@ int Run() {
                             : static_cast<int>(sources.size());
       // One running batch for the whole configuration, as the daemon's worker keeps one: its
       // cache, scratch buffers and threads are allocated once, not per chunk.
-      rosetta::DecodingBatchOptions batch_options;
-      batch_options.num_threads = absl::GetFlag(FLAGS_threads);
-      batch_options.max_beams = batch * beam;
-      const int steps_per_page = batch_options.cache_page_steps;
-      batch_options.cache_pages =
-          batch_options.max_beams * ((options.max_length + steps_per_page - 1) / steps_per_page);
-      rosetta::DecodingBatch running((*model)->transformer, batch_options);
+      rosetta::DecodingBatch running(
+          (*model)->transformer,
+          rosetta::StaticBatchOptions(batch, options, absl::GetFlag(FLAGS_threads)));
       int64_t target_tokens = 0;
       const auto start = std::chrono::steady_clock::now();
       for (int first = 0; first < count; first += batch) {

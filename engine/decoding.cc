@@ -399,17 +399,23 @@ bool DecodingBatch::AdvanceGroup(Group& group, const float* logits) {
   return false;
 }
 
-absl::StatusOr<std::vector<std::vector<Hypothesis>>> TranslateBatch(
-    std::shared_ptr<const TransformerModel> model, const std::vector<std::vector<int32_t>>& sources,
-    const DecodingOptions& options, int num_threads) {
+DecodingBatchOptions StaticBatchOptions(int sentences, const DecodingOptions& options,
+                                        int num_threads) {
   DecodingBatchOptions batch_options;
   batch_options.num_threads = num_threads;
-  batch_options.max_beams = std::max<int>(1, static_cast<int>(sources.size()) * options.beam_size);
+  batch_options.max_beams = std::max(1, sentences * options.beam_size);
   const int steps_per_page = batch_options.cache_page_steps;
   const int pages_per_beam =
       (std::max(options.max_length, 1) + steps_per_page - 1) / steps_per_page;
   batch_options.cache_pages = batch_options.max_beams * pages_per_beam;
-  DecodingBatch batch(std::move(model), batch_options);
+  return batch_options;
+}
+
+absl::StatusOr<std::vector<std::vector<Hypothesis>>> TranslateBatch(
+    std::shared_ptr<const TransformerModel> model, const std::vector<std::vector<int32_t>>& sources,
+    const DecodingOptions& options, int num_threads) {
+  DecodingBatch batch(std::move(model),
+                      StaticBatchOptions(static_cast<int>(sources.size()), options, num_threads));
 
   std::vector<DecodingBatch::Request> requests;
   requests.reserve(sources.size());

@@ -137,6 +137,11 @@ class DecodingBatch {
   std::vector<AlignedVector<float>> spare_memories_;
 };
 
+// Options of a running batch that holds `sentences` sentences decoded with `options` at once,
+// with a cache sized for them.
+DecodingBatchOptions StaticBatchOptions(int sentences, const DecodingOptions& options,
+                                        int num_threads);
+
 // Translates `sources` as one static batch (admit all, step until done) with a cache sized for it.
 absl::StatusOr<std::vector<std::vector<Hypothesis>>> TranslateBatch(
     std::shared_ptr<const TransformerModel> model, const std::vector<std::vector<int32_t>>& sources,

@@ -79,7 +79,7 @@ void ForRange(ThreadPool* pool, int n, int64_t work, const Fn& fn) {
 
 // LN(x) into `out`, rows split across `pool` (null: this thread).
 void ApplyNorm(const TransformerConfig& config, const LayerNormWeights& norm, const float* x,
-               int rows, float* out, ThreadPool* pool = nullptr) {
+               int rows, float* out, ThreadPool* pool) {
   const int d = config.d_model;
   ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
     LayerNorm(x + static_cast<int64_t>(begin) * d, norm.gamma, norm.beta, config.layer_norm_epsilon,
@@ -89,7 +89,7 @@ void ApplyNorm(const TransformerConfig& config, const LayerNormWeights& norm, co
 
 // Pre-norm: returns LN(x) in `normed`; post-norm: returns x itself (normalised after the residual).
 const float* SublayerInput(const TransformerConfig& config, const LayerNormWeights& norm,
-                           const float* x, int rows, float* normed, ThreadPool* pool = nullptr) {
+                           const float* x, int rows, float* normed, ThreadPool* pool) {
   if (!config.pre_norm) return x;
   ApplyNorm(config, norm, x, rows, normed, pool);
   return normed;
@@ -98,7 +98,7 @@ const float* SublayerInput(const TransformerConfig& config, const LayerNormWeigh
 // x += sublayer output; post-norm then normalises x in place (one fused pass). Rows split across
 // `pool` (null: this thread).
 void Residual(const TransformerConfig& config, const LayerNormWeights& norm, const float* sublayer,
-              int rows, float* x, ThreadPool* pool = nullptr) {
+              int rows, float* x, ThreadPool* pool) {
   const int d = config.d_model;
   ForRange(pool, rows, static_cast<int64_t>(rows) * d, [&](int begin, int end) {
     float* xb = x + static_cast<int64_t>(begin) * d;
@@ -120,15 +120,11 @@ void Activate(const TransformerConfig& config, float* inner, int rows, int width
   });
 }
 
-void FeedForward(const TransformerModel& model, const FeedForwardWeights& ffn, int rows, float* x,
-                 Workspace& ws) {
-  const TransformerConfig& config = model.config;
-  float* normed = ws.Get(kNormed, static_cast<size_t>(rows) * config.d_model);
-  float* inner = ws.Get(kFfnInner, static_cast<size_t>(rows) * ffn.inner.out);
-  float* projected = ws.Get(kProjected, static_cast<size_t>(rows) * config.d_model);
-  ThreadPool* pool = ws.pool();
-  const float* input = SublayerInput(config, ffn.norm, x, rows, normed, pool);
-  Linear(ffn.inner, input, rows, inner, pool);
+// The feed-forward sublayer over `rows` rows of the residual stream x, with the caller's buffers
+// (normed: rows x d_model, inner: rows x inner width, projected: rows x d_model).
+void FeedForward(const TransformerConfig& config, const FeedForwardWeights& ffn, int rows, float* x,
+                 float* normed, float* inner, float* projected, ThreadPool* pool) {
+  Linear(ffn.inner, SublayerInput(config, ffn.norm, x, rows, normed, pool), rows, inner, pool);
   Activate(config, inner, rows, ffn.inner.out, pool);
   Linear(ffn.outer, inner, rows, projected, pool);
   Residual(config, ffn.norm, projected, rows, x, pool);
@@ -255,12 +251,8 @@ void EncodeSentences(const EncoderPass& pass, int first, int last, ThreadPool* p
     Linear(attn.output, context, rows, projected, pool);
     Residual(config, attn.norm, projected, rows, x, pool);
 
-    const FeedForwardWeights& ffn = layer.ffn;
-    float* inner = at(pass.inner, ffn.inner.out);
-    Linear(ffn.inner, SublayerInput(config, ffn.norm, x, rows, normed, pool), rows, inner, pool);
-    Activate(config, inner, rows, ffn.inner.out, pool);
-    Linear(ffn.outer, inner, rows, projected, pool);
-    Residual(config, ffn.norm, projected, rows, x, pool);
+    FeedForward(config, layer.ffn, rows, x, normed, at(pass.inner, layer.ffn.inner.out), projected,
+                pool);
   }
   if (model.encoder_final_norm.present()) {
     ApplyNorm(config, model.encoder_final_norm, x, rows, x, pool);
@@ -351,6 +343,20 @@ int64_t CrossLayerFloats(int d_model, int length) {
   return static_cast<int64_t>(d_model) * (TransposedKeyStride(length) + length);
 }
 
+// Where layer `layer`'s keys and values are inside a sentence's cross-attention memory.
+template <typename T>  // float or const float
+struct CrossLayer {
+  T* kt;
+  int ldkt;
+  T* values;
+};
+template <typename T>
+CrossLayer<T> CrossLayerAt(T* memory, int layer, int d_model, int length) {
+  const int ldkt = TransposedKeyStride(length);
+  T* kt = memory + layer * CrossLayerFloats(d_model, length);
+  return {kt, ldkt, kt + static_cast<int64_t>(d_model) * ldkt};
+}
+
 }  // namespace
 
 int64_t CrossMemoryFloats(const TransformerModel& model, int length) {
@@ -370,13 +376,11 @@ void ComputeCrossMemory(const TransformerModel& model, const float* encoder_outp
     ForRange(ws.pool(), num_sentences, static_cast<int64_t>(rows) * 2 * d, [&](int begin, int end) {
       for (int s = begin; s < end; ++s) {
         const int length = offsets[s + 1] - offsets[s];
-        const int ldkt = TransposedKeyStride(length);
-        float* kt = memories[s] + static_cast<int64_t>(l) * CrossLayerFloats(d, length);
-        float* values = kt + static_cast<int64_t>(d) * ldkt;
+        const CrossLayer<float> at = CrossLayerAt(memories[s], static_cast<int>(l), d, length);
         const float* src = kv + static_cast<int64_t>(offsets[s]) * 2 * d;
-        TransposeKeys(src, 2 * d, length, d, kt, ldkt);
+        TransposeKeys(src, 2 * d, length, d, at.kt, at.ldkt);
         for (int j = 0; j < length; ++j) {
-          std::memcpy(values + static_cast<int64_t>(j) * d,
+          std::memcpy(at.values + static_cast<int64_t>(j) * d,
                       src + static_cast<int64_t>(j) * 2 * d + d, sizeof(float) * d);
         }
       }
@@ -466,10 +470,10 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
       const int begin = runs[run];
       const DecoderRow& row = step_rows[begin];
       const int length = row.source_length;
-      const int ldkt = TransposedKeyStride(length);
-      const float* kt = row.cross_memory + static_cast<int64_t>(l) * CrossLayerFloats(d, length);
-      AttendTransposed(qkv + static_cast<int64_t>(begin) * d, d, runs[run + 1] - begin, kt, ldkt,
-                       length, kt + static_cast<int64_t>(d) * ldkt, d, shape,
+      const CrossLayer<const float> at =
+          CrossLayerAt(row.cross_memory, static_cast<int>(l), d, length);
+      AttendTransposed(qkv + static_cast<int64_t>(begin) * d, d, runs[run + 1] - begin, at.kt,
+                       at.ldkt, length, at.values, d, shape,
                        cross_scratch + run * cross_scratch_floats,
                        context + static_cast<int64_t>(begin) * d, d);
     };
@@ -477,7 +481,9 @@ void RunDecoderStep(const TransformerModel& model, std::span<const DecoderRow> s
     Linear(cross.output, context, rows, projected, pool);
     Residual(config, cross.norm, projected, rows, x, pool);
 
-    FeedForward(model, layer.ffn, rows, x, ws);
+    FeedForward(config, layer.ffn, rows, x, normed,
+                ws.Get(kFfnInner, static_cast<size_t>(rows) * layer.ffn.inner.out), projected,
+                pool);
   }
   const float* final_states = x;
   if (model.decoder_final_norm.present()) {

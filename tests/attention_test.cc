@@ -41,6 +41,13 @@ struct Config {
                         " causal_offset=", causal_offset);
   }
   int d() const { return heads * head_dim; }
+  AttentionShape Shape() const {
+    AttentionShape shape;
+    shape.num_heads = heads;
+    shape.head_dim = head_dim;
+    shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+    return shape;
+  }
 };
 
 // mask[i][j]: whether query i sees key j.
@@ -109,16 +116,22 @@ std::vector<float> StridedRandom(int rows, int d, int ld, std::mt19937& rng) {
   return m;
 }
 
+// An output buffer of tq rows, ldo floats apart: NaN where the rows go (they must be
+// overwritten), a sentinel in the padding (it must not be).
+constexpr float kOutPadding = -999.0f;
+std::vector<float> FreshOutput(const Config& c, int ldo) {
+  std::vector<float> out(static_cast<size_t>(c.tq) * ldo, kOutPadding);
+  for (int i = 0; i < c.tq; ++i)
+    std::fill_n(out.begin() + static_cast<int64_t>(i) * ldo, c.d(), kNaN);
+  return out;
+}
+
 // Runs AttendBlock on separate Q, K, V buffers with the given leading dimensions; returns the
 // output buffer ([tq x ldo], its padding initialised to a sentinel).
-constexpr float kOutPadding = -999.0f;
 std::vector<float> RunBlock(const Config& c, const std::vector<float>& q, int ldq,
                             const std::vector<float>& k, int ldk, const std::vector<float>& v,
                             int ldv, int ldo) {
-  std::vector<float> out(static_cast<size_t>(c.tq) * ldo, kOutPadding);
-  for (int i = 0; i < c.tq; ++i) {
-    std::fill_n(out.begin() + static_cast<int64_t>(i) * ldo, c.d(), kNaN);  // must be overwritten
-  }
+  std::vector<float> out = FreshOutput(c, ldo);
   BlockAttentionArgs args;
   args.q = q.data();
   args.ldq = ldq;
@@ -133,10 +146,7 @@ std::vector<float> RunBlock(const Config& c, const std::vector<float>& q, int ld
   args.key_length = c.key_length;
   args.causal = c.causal;
   args.causal_offset = c.causal_offset;
-  AttentionShape shape;
-  shape.num_heads = c.heads;
-  shape.head_dim = c.head_dim;
-  shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  const AttentionShape shape = c.Shape();
   std::vector<float> scratch(AttendBlockScratchFloats(c.tq, c.tk, shape), kNaN);
   AttendBlock(args, shape, scratch.data());
   return out;
@@ -366,10 +376,7 @@ TEST(AttendBlockTest, FusedQkvLayout) {
           args.ldo = d;
           args.tq = args.tk = args.key_length = t;
           args.causal = causal;
-          AttentionShape shape;
-          shape.num_heads = heads;
-          shape.head_dim = head_dim;
-          shape.scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+          const AttentionShape shape = c.Shape();
           std::vector<float> scratch(AttendBlockScratchFloats(t, t, shape));
           AttendBlock(args, shape, scratch.data());
           const std::vector<double> expected = Reference(
@@ -637,13 +644,8 @@ std::vector<float> RunTransposed(const Config& c, const std::vector<float>& q, i
   const int ldkt = TransposedKeyStride(c.tk);
   std::vector<float> kt(static_cast<size_t>(c.d()) * ldkt, kNaN);
   TransposeKeys(k.data(), ldk, c.tk, c.d(), kt.data(), ldkt);
-  std::vector<float> out(static_cast<size_t>(c.tq) * ldo, kOutPadding);
-  for (int i = 0; i < c.tq; ++i)
-    std::fill_n(out.begin() + static_cast<int64_t>(i) * ldo, c.d(), kNaN);
-  AttentionShape shape;
-  shape.num_heads = c.heads;
-  shape.head_dim = c.head_dim;
-  shape.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+  std::vector<float> out = FreshOutput(c, ldo);
+  const AttentionShape shape = c.Shape();
   std::vector<float> scratch(AttendTransposedScratchFloats(c.tk), kNaN);
   AttendTransposed(q.data(), ldq, c.tq, kt.data(), ldkt, c.tk, v.data(), ldv, shape, scratch.data(),
                    out.data(), ldo);
