@@ -61,6 +61,9 @@ int Run(int argc, char** argv) {
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   std::atomic<bool> serving{false};
   std::atomic<bool> load_failed{false};
+  // SIGUSR1 goes to this thread alone: sent to the process, it could reach a thread that has it
+  // unblocked (OpenBLAS's) before this one waits for it, and its default action ends the process.
+  const pthread_t main_thread = pthread_self();
   rosetta::server::Server server(*options);
   std::thread loader([&] {
     absl::Status status = server.Start();
@@ -68,7 +71,7 @@ int Run(int argc, char** argv) {
     if (!status.ok()) {
       rosetta::server::Log("error: ", status.message());
       load_failed.store(true);
-      kill(getpid(), SIGUSR1);
+      pthread_kill(main_thread, SIGUSR1);
       return;
     }
     serving.store(true);
