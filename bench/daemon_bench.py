@@ -2,7 +2,7 @@
 """rosettad under load: continuous against static batching, side by side.
 
     /usr/bin/python3 bench/daemon_bench.py --build DIR [--model /tmp/ref/base] [--rounds 3]
-        [--concurrency 1,8,32,64] [--workloads greedy,encode] [--max-length 64]
+        [--concurrency 1,8,32,64] [--rates 10,20,25] [--workloads greedy,encode] [--max-length 64]
 
 DIR is a build directory holding server/rosettad and bench/rosetta-loadgen (this script builds
 nothing). The model is the transformer-base-shaped MarianMT checkpoint with random weights that
@@ -23,6 +23,11 @@ Workloads (inputs: English sentences of a newstest file, mixed lengths, sent as 
 - encode: Encode (mean of the encoder's final states), one sentence per request.
 The requests are the same at every concurrency: request i holds sentence i mod K, and every run
 sends a whole number of passes over the K sentences. Clients = 1 is the "one at a time" baseline.
+
+Closed loop (--concurrency): N clients, each sending its next request when the previous returns.
+Open loop (--rates, translation workloads): requests sent at R per second on average, at the same
+Poisson arrival times for both daemons (rosetta-loadgen --rate R --seed 1), whatever the server's
+progress, as many independent callers would; latency counts from each request's scheduled time.
 """
 
 import argparse
@@ -117,12 +122,19 @@ class Daemon:
         self.log_file.close()
 
 
-def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path, warmup=None):
+# Threads that carry an open loop's requests: more than can be in flight at the rates measured.
+OPEN_LOOP_THREADS = 256
+
+
+def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path, warmup=None,
+                rate=0):
     method, beam = WORKLOADS[workload]
     cmd = [loadgen, "--address", daemon.address, "--model", "base", "--method", method,
            "--inputs", str(inputs_path), "--concurrency", str(clients),
            "--requests", str(requests), "--warmup",
            str(max(2, clients) if warmup is None else warmup), "--json"]
+    if rate > 0:
+        cmd += ["--rate", str(rate), "--seed", "1"]
     if method == "translate":
         cmd += ["--beam_size", str(beam), "--max_length", str(args.max_length)]
         if args.forced_length:
@@ -143,6 +155,12 @@ def requests_for(workload, clients, sentences, args):
     per_client = args.encode_requests_per_client if workload == "encode" else args.requests_per_client
     passes = max(1, -(-clients * per_client // sentences))
     return passes * sentences
+
+
+def load_key(record):
+    """Results key: (workload, clients or "rate R", batching)."""
+    load = f"rate {record['rate']:g}" if record.get("rate") else record["concurrency"]
+    return (record["workload"], load, record["batching"])
 
 
 def median(records, key):
@@ -242,6 +260,37 @@ def print_tables(results, workloads, concurrencies, args):
                   f"({p99[0] / p99[1]:.2f}x)")
 
 
+def print_open_loop_tables(results, workloads, rates, args):
+    for workload in workloads:
+        method, beam = WORKLOADS[workload]
+        if method != "translate" or not rates:
+            continue
+        print(f"\n#### Open loop: Translate, {'greedy' if beam == 1 else f'beam {beam}'}, "
+              f"max_length {args.max_length}\n")
+        header = ["offered requests/s", "batching", "requests", "requests/s", "p50 ms", "p95 ms",
+                  "p99 ms", "max ms", "rows/step", "ms/step", "server CPU", "errors"]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+        for rate in rates:
+            for mode in MODES:
+                s = summarize(results.get((workload, f"rate {rate:g}", mode), []))
+                errors = ", ".join(f"{code} {count}" for code, count in sorted(s["errors"].items()))
+                cells = [f"{rate:g}", mode, str(s["requests"]), f"{s['requests_per_second']:.2f}",
+                         fmt_ms(s["p50"]), fmt_ms(s["p95"]), fmt_ms(s["p99"]), fmt_ms(s["max"]),
+                         f"{s['rows_per_step']:.1f}", f"{s['ms_per_step']:.1f}",
+                         f"{s['server_cpu']:.2f}", errors or "0"]
+                print("| " + " | ".join(cells) + " |")
+        print()
+        for rate in rates:
+            at = {mode: summarize(results.get((workload, f"rate {rate:g}", mode), []))
+                  for mode in MODES}
+            p50 = at["continuous"]["p50"], at["static"]["p50"]
+            p99 = at["continuous"]["p99"], at["static"]["p99"]
+            print(f"- {rate:g} requests/s: p99 continuous {fmt_ms(p99[0])} ms vs static "
+                  f"{fmt_ms(p99[1])} ms ({p99[0] / p99[1]:.2f}x); p50 {fmt_ms(p50[0])} vs "
+                  f"{fmt_ms(p50[1])} ms ({p50[0] / p50[1]:.2f}x)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build", default=str(ROOT / "build"),
@@ -252,6 +301,10 @@ def main():
     p.add_argument("--sentences", type=int, default=64, help="distinct sentences (K)")
     p.add_argument("--workloads", default="greedy,encode", help=f"of {','.join(WORKLOADS)}")
     p.add_argument("--concurrency", default="1,8,32,64")
+    p.add_argument("--rates", default="10,20,25",
+                   help="open-loop rates, requests/s (translation workloads; empty: none)")
+    p.add_argument("--open-requests", type=int, default=384,
+                   help="requests per open-loop run (a whole number of passes is best)")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--forced-length", action="store_true", help="min_length = max_length")
@@ -269,10 +322,12 @@ def main():
         records = [json.loads(line) for line in Path(args.tables_from).read_text().splitlines()]
         results = {}
         for record in records:
-            key = (record["workload"], record["concurrency"], record["batching"])
-            results.setdefault(key, []).append(record)
-        print_tables(results, list(dict.fromkeys(r["workload"] for r in records)),
-                     sorted({r["concurrency"] for r in records}), args)
+            results.setdefault(load_key(record), []).append(record)
+        workloads = list(dict.fromkeys(r["workload"] for r in records))
+        print_tables(results, workloads,
+                     sorted({r["concurrency"] for r in records if not r.get("rate")}), args)
+        print_open_loop_tables(results, workloads, sorted({r["rate"] for r in records
+                                                           if r.get("rate")}), args)
         return
 
     build = Path(args.build)
@@ -286,7 +341,8 @@ def main():
     for workload in workloads:
         if workload not in WORKLOADS:
             sys.exit(f"unknown workload {workload}")
-    concurrencies = [int(c) for c in args.concurrency.split(",")]
+    concurrencies = [int(c) for c in args.concurrency.split(",") if c]
+    rates = [float(r) for r in args.rates.split(",") if r]
     ensure_checkpoint(args.model)
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -318,18 +374,24 @@ def main():
         for round_index in range(args.rounds):
             order = MODES if round_index % 2 == 0 else tuple(reversed(MODES))
             for workload in workloads:
-                for clients in concurrencies:
-                    requests = requests_for(workload, clients, len(sentences), args)
+                # (clients, open-loop rate, requests): closed-loop points, then open-loop ones.
+                points = [(clients, 0, requests_for(workload, clients, len(sentences), args))
+                          for clients in concurrencies]
+                if WORKLOADS[workload][0] == "translate":
+                    points += [(OPEN_LOOP_THREADS, rate, args.open_requests) for rate in rates]
+                for clients, rate, requests in points:
                     for mode in order:
                         other = daemons[next(m for m in MODES if m != mode)]
                         other_cpu = other.cpu()
                         record = run_loadgen(loadgen, daemons[mode], workload, clients, requests,
-                                             args, inputs_path)
+                                             args, inputs_path, warmup=0 if rate else None,
+                                             rate=rate)
                         idle_cpu[other.mode] += other.cpu() - other_cpu
                         record.update(round=round_index + 1, workload=workload, batching=mode)
                         records.append(record)
-                        results.setdefault((workload, clients, mode), []).append(record)
-                        log(f"round {round_index + 1} {workload:6s} {clients:3d} clients {mode:10s}: "
+                        results.setdefault(load_key(record), []).append(record)
+                        point = f"{rate:5g} req/s" if rate else f"{clients:3d} clients"
+                        log(f"round {round_index + 1} {workload:6s} {point} {mode:10s}: "
                             f"{record['requests_per_second']:7.2f} req/s "
                             f"{record['output_tokens_per_second']:7.0f} tok/s  p50 "
                             f"{record['latency_ms']['p50']:7.0f}  p99 {record['latency_ms']['p99']:7.0f} ms"
@@ -344,6 +406,7 @@ def main():
     if args.json_out:
         Path(args.json_out).write_text("\n".join(json.dumps(r) for r in records) + "\n")
     print_tables(results, workloads, concurrencies, args)
+    print_open_loop_tables(results, workloads, rates, args)
     print(f"\nmedians of {args.rounds} rounds (each figure separately); {len(sentences)} sentences "
           f"({words[0]}-{words[-1]} words) from {Path(args.testset).name}; rosettad --threads "
           f"{args.threads}{' ' + args.daemon_args if args.daemon_args else ''}; "

@@ -1,22 +1,26 @@
-// rosetta-loadgen: closed-loop load on a running rosettad. `--concurrency` client threads each send
-// their next request as soon as the previous one returns, until `--requests` requests (or
-// `--duration` seconds) have been sent; then it reports throughput, latency percentiles and errors
-// by status code.
+// rosetta-loadgen: load on a running rosettad. Closed loop (the default): `--concurrency` client
+// threads each send their next request as soon as the previous one returns, until `--requests`
+// requests (or `--duration` seconds) have been sent. Open loop (`--rate R`): requests are sent at
+// R per second on average, at Poisson arrival times fixed by `--seed`, whatever the server's
+// progress, as independent callers would send them; `--concurrency` threads carry them and bound
+// the calls in flight. Then it reports throughput, latency percentiles and errors by status code.
 //
 //   rosetta-loadgen --address 127.0.0.1:50051 --method translate --inputs FILE --concurrency 32
-//       [--model NAME] [--tokens] [--requests 512 | --duration 30] [--texts_per_request 1]
-//       [--beam_size N] [--max_length N] [--min_length N] [--warmup 16] [--json]
+//       [--model NAME] [--tokens] [--requests 512 | --duration 30] [--rate R [--seed 1]]
+//       [--texts_per_request 1] [--beam_size N] [--max_length N] [--min_length N] [--warmup 16]
+//       [--json]
 //
 // Requests take their inputs from FILE (one text per line; with --tokens, space-separated tokens
 // sent as `tokenized`) in order, cycling: request i holds lines i*k .. i*k+k-1 (mod the line count)
 // for k = --texts_per_request. The measured requests are numbered from 0 whatever the warm-up, so
 // runs with the same --requests send the same requests at every concurrency.
 //
-// Latency is measured by the client, from just before the call to its return, and only for
-// successful calls: a failed call counts as an error, never as a latency. Throughput divides the
-// successful requests (texts, generated tokens) by the time from the first call to the last
-// return. Clients are spread over several channels (--clients_per_channel) with distinct channel
-// arguments, so that gRPC does not multiplex them all over one connection.
+// Latency is measured by the client, from just before the call to its return (open loop: from the
+// request's scheduled send time, so that a request delayed because every thread was busy counts
+// its wait), and only for successful calls: a failed call counts as an error, never as a latency.
+// Throughput divides the successful requests (texts, generated tokens) by the time from the first
+// call to the last return. Clients are spread over several channels (--clients_per_channel) with
+// distinct channel arguments, so that gRPC does not multiplex them all over one connection.
 #include <grpcpp/grpcpp.h>
 #include <sys/resource.h>
 
@@ -30,6 +34,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -51,6 +56,10 @@ ABSL_FLAG(bool, tokens, false, "Inputs are space-separated tokens, sent as `toke
 ABSL_FLAG(int, concurrency, 1, "Clients in the closed loop (one thread each).");
 ABSL_FLAG(int64_t, requests, 256, "Measured requests in all (ignored when --duration is set).");
 ABSL_FLAG(double, duration, 0, "If > 0, send requests for this many seconds instead.");
+ABSL_FLAG(double, rate, 0,
+          "If > 0, open loop: send --requests requests at this many per second on average "
+          "(Poisson arrivals); --concurrency threads carry them.");
+ABSL_FLAG(uint64_t, seed, 1, "Seed of the open loop's arrival times.");
 ABSL_FLAG(int, texts_per_request, 1, "Inputs per request.");
 ABSL_FLAG(int, beam_size, 0, "TranslateOptions.beam_size; 0 leaves it unset (model default).");
 ABSL_FLAG(int, max_length, 0, "TranslateOptions.max_length; 0 leaves it unset.");
@@ -77,6 +86,8 @@ struct LoadOptions {
   int concurrency = 1;          // closed-loop clients
   int64_t requests = 256;       // measured requests, when duration_seconds == 0
   double duration_seconds = 0;  // > 0: send for this long instead
+  double rate = 0;              // > 0: open loop, requests per second
+  uint64_t seed = 1;            // of the open loop's arrival times
   int texts_per_request = 1;    // inputs per request
   int beam_size = 0;            // 0: unset
   int max_length = 0;           // 0: unset
@@ -194,6 +205,9 @@ class LoadGenerator {
   struct Phase {
     int64_t requests = 0;  // requests to send, when seconds == 0
     double seconds = 0;    // > 0: send until this much time has passed
+    // Open loop: request i is due this long after the start (one entry per request); empty:
+    // closed loop.
+    std::vector<Clock::duration> schedule;
   };
 
   struct PhaseResult {
@@ -216,7 +230,13 @@ class LoadGenerator {
           if (phase.seconds > 0 ? Clock::now() >= stop : next.load() >= phase.requests) break;
           const int64_t index = next.fetch_add(1);
           if (phase.seconds <= 0 && index >= phase.requests) break;
-          Call(*stub, index, &tallies[c]);
+          if (phase.schedule.empty()) {
+            Call(*stub, index, std::nullopt, &tallies[c]);
+          } else {
+            const Clock::time_point due = start + phase.schedule[index];
+            std::this_thread::sleep_until(due);
+            Call(*stub, index, due, &tallies[c]);
+          }
         }
       });
     }
@@ -236,14 +256,16 @@ class LoadGenerator {
     }
   }
 
-  void Call(v1::Rosetta::Stub& stub, int64_t index, Tally* tally) const {
+  // Latency runs from `due` (open loop: the scheduled send time), or else from the call's start.
+  void Call(v1::Rosetta::Stub& stub, int64_t index, std::optional<Clock::time_point> due,
+            Tally* tally) const {
     grpc::ClientContext context;
     SetDeadline(&context);
     if (options_.method == Method::kTranslate) {
       v1::TranslateRequest request;
       v1::TranslateResponse response;
       source_.Fill(index, &request);
-      const Clock::time_point start = Clock::now();
+      const Clock::time_point start = due.value_or(Clock::now());
       const grpc::Status status = stub.Translate(&context, request, &response);
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       if (!status.ok()) {
@@ -268,7 +290,7 @@ class LoadGenerator {
       v1::EncodeRequest request;
       v1::EncodeResponse response;
       source_.Fill(index, &request);
-      const Clock::time_point start = Clock::now();
+      const Clock::time_point start = due.value_or(Clock::now());
       const grpc::Status status = stub.Encode(&context, request, &response);
       const double seconds = std::chrono::duration<double>(Clock::now() - start).count();
       if (!status.ok()) {
@@ -353,6 +375,21 @@ nlohmann::json StatsDelta(const v1::ModelStats& before, const v1::ModelStats& af
   return delta;
 }
 
+// Send times of an open loop: exponential gaps of mean 1/rate seconds, the first at 0.
+std::vector<Clock::duration> PoissonSchedule(int64_t requests, double rate, uint64_t seed) {
+  std::mt19937_64 random(seed);
+  std::exponential_distribution<double> gap(rate);
+  std::vector<Clock::duration> schedule;
+  schedule.reserve(requests);
+  double seconds = 0;
+  for (int64_t i = 0; i < requests; ++i) {
+    schedule.push_back(
+        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds)));
+    seconds += gap(random);
+  }
+  return schedule;
+}
+
 std::vector<std::string> ReadLines(const std::string& path) {
   std::vector<std::string> lines;
   std::ifstream in(path);
@@ -380,6 +417,8 @@ int Run() {
   options.concurrency = absl::GetFlag(FLAGS_concurrency);
   options.requests = absl::GetFlag(FLAGS_requests);
   options.duration_seconds = absl::GetFlag(FLAGS_duration);
+  options.rate = absl::GetFlag(FLAGS_rate);
+  options.seed = absl::GetFlag(FLAGS_seed);
   options.texts_per_request = absl::GetFlag(FLAGS_texts_per_request);
   options.beam_size = absl::GetFlag(FLAGS_beam_size);
   options.max_length = absl::GetFlag(FLAGS_max_length);
@@ -391,6 +430,11 @@ int Run() {
       (options.duration_seconds <= 0 && options.requests < 1)) {
     std::cerr << "rosetta-loadgen: --concurrency, --texts_per_request, --clients_per_channel and "
                  "--requests (or --duration) must be positive\n";
+    return 2;
+  }
+  if (options.rate < 0 || (options.rate > 0 && options.duration_seconds > 0)) {
+    std::cerr << "rosetta-loadgen: --rate must be positive and goes with --requests, not "
+                 "--duration\n";
     return 2;
   }
   std::vector<std::string> lines = ReadLines(absl::GetFlag(FLAGS_inputs));
@@ -415,7 +459,9 @@ int Run() {
 
   const int warmup = absl::GetFlag(FLAGS_warmup);
   if (warmup > 0) {
-    const LoadGenerator::PhaseResult result = generator.Run({.requests = warmup});
+    LoadGenerator::Phase warm;  // closed loop
+    warm.requests = warmup;
+    const LoadGenerator::PhaseResult result = generator.Run(warm);
     if (result.tally.latencies_seconds.empty()) {
       std::cerr << "rosetta-loadgen: every warm-up request failed";
       for (const auto& [code, message] : result.tally.error_examples) {
@@ -430,8 +476,12 @@ int Run() {
   std::optional<v1::ModelInfo> before;
   if (model_stats) before = GetModel(channels[0], options.model);
   const double cpu_start = CpuSeconds();
-  const LoadGenerator::PhaseResult result =
-      generator.Run({.requests = options.requests, .seconds = options.duration_seconds});
+  LoadGenerator::Phase measured;
+  measured.requests = options.requests;
+  measured.seconds = options.duration_seconds;
+  if (options.rate > 0)
+    measured.schedule = PoissonSchedule(options.requests, options.rate, options.seed);
+  const LoadGenerator::PhaseResult result = generator.Run(measured);
   const double cpu_seconds = CpuSeconds() - cpu_start;
   std::optional<v1::ModelInfo> after;
   if (before) after = GetModel(channels[0], options.model);
@@ -447,6 +497,7 @@ int Run() {
   report["model"] = options.model;
   report["method"] = method;
   report["concurrency"] = options.concurrency;
+  report["rate"] = options.rate;  // 0: closed loop
   report["channels"] = channel_count;
   report["texts_per_request"] = options.texts_per_request;
   report["beam_size"] = options.beam_size;
@@ -485,14 +536,15 @@ int Run() {
     std::cout << report.dump() << std::endl;
   } else {
     std::cout << absl::StrFormat(
-        "%s, %d clients on %d channels: %d requests, %d ok, %d failed in %.2f s\n"
+        "%s, %d clients on %d channels%s: %d requests, %d ok, %d failed in %.2f s\n"
         "throughput: %.2f requests/s, %.2f texts/s, %.1f generated tokens/s\n"
         "latency ms: p50 %.1f  p95 %.1f  p99 %.1f  max %.1f  mean %.1f\n"
         "server timings ms (mean): queue %.1f, inference %.1f; client CPU %.2f s\n",
-        method, options.concurrency, channel_count, result.sent, ok, failed, elapsed, ok / elapsed,
-        tally.texts / elapsed, tally.output_tokens / elapsed, 1e3 * latency.p50, 1e3 * latency.p95,
-        1e3 * latency.p99, 1e3 * latency.max, 1e3 * latency.mean,
-        report["server_queue_ms_mean"].get<double>(),
+        method, options.concurrency, channel_count,
+        options.rate > 0 ? absl::StrFormat(", open loop at %.2f requests/s", options.rate) : "",
+        result.sent, ok, failed, elapsed, ok / elapsed, tally.texts / elapsed,
+        tally.output_tokens / elapsed, 1e3 * latency.p50, 1e3 * latency.p95, 1e3 * latency.p99,
+        1e3 * latency.max, 1e3 * latency.mean, report["server_queue_ms_mean"].get<double>(),
         report["server_inference_ms_mean"].get<double>(), cpu_seconds);
     for (const auto& [code, count] : tally.errors) {
       std::cout << absl::StrFormat("errors %s: %d (%s)\n", code, count,
@@ -508,8 +560,8 @@ int Run() {
 
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
-      "Closed-loop load on rosettad: rosetta-loadgen --address HOST:PORT --inputs FILE "
-      "--method translate|encode --concurrency N");
+      "Load on rosettad: rosetta-loadgen --address HOST:PORT --inputs FILE "
+      "--method translate|encode --concurrency N [--rate REQUESTS_PER_SECOND]");
   absl::ParseCommandLine(argc, argv);
   return rosetta::loadgen::Run();
 }

@@ -23,23 +23,13 @@ import threading
 import time
 from pathlib import Path
 
+from harness import check, failures
+
 KNOWN_INPUT = "آ ت ز م و ن"
 KNOWN_OUTPUT = "a t z m o n"
 MODEL_NAME = "aren"
 DIMENSION = 32  # d_model of the transliteration model
 COMMAND_TIMEOUT = 120  # seconds for any one client run
-
-failures = []
-
-
-def check(condition, what, details=""):
-    """Records one check; prints PASS or FAIL with what was checked."""
-    print(f"{'PASS' if condition else 'FAIL'}: {what}", flush=True)
-    if not condition:
-        if details:
-            print("  " + str(details).replace("\n", "\n  "), flush=True)
-        failures.append(what)
-    return condition
 
 
 def run(command, stdin_text=None):

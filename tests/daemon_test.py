@@ -19,16 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-failures = []
-
-
-def check(condition, what, details=""):
-    print(f"{'PASS' if condition else 'FAIL'}: {what}", flush=True)
-    if not condition:
-        if details:
-            print("  " + str(details).replace("\n", "\n  "), flush=True)
-        failures.append(what)
-    return condition
+from harness import Daemon, check, failures
 
 
 def generate_stubs(source, out):
@@ -46,27 +37,6 @@ def generate_stubs(source, out):
                         f"--plugin=protoc-gen-grpc_python={plugin}", *files], check=True,
                        cwd=include)
     sys.path.insert(0, str(out))
-
-
-class Daemon:
-    def __init__(self, binary, *flags, env=None):
-        self.process = subprocess.Popen([binary, "--listen", "127.0.0.1:0", "--metrics_listen",
-                                         "none", *flags], stderr=subprocess.PIPE, text=True,
-                                        env=env)
-        self.log = []
-        self.address = None
-        self.serving = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.process.stderr:
-            self.log.append(line)
-            if "serving on " in line:
-                self.address = line.rsplit("serving on ", 1)[1].split()[0]
-                self.serving.set()
-
-    def wait(self, timeout=60):
-        return self.process.wait(timeout=timeout)
 
 
 def main():

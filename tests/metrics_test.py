@@ -20,16 +20,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-failures = []
-
-
-def check(condition, what, details=""):
-    print(f"{'PASS' if condition else 'FAIL'}: {what}", flush=True)
-    if not condition:
-        if details:
-            print("  " + str(details).replace("\n", "\n  "), flush=True)
-        failures.append(what)
-    return condition
+from harness import check, failures
 
 
 def free_port():
