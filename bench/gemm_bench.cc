@@ -237,6 +237,12 @@ void RegisterAll() {
         ->UseRealTime();
     benchmark::RegisterBenchmark(("PackedCold" + suffix).c_str(), BM_PackedCold, s)->UseRealTime();
   }
+  // The machine's speed at the moment: OpenBLAS sgemm at 2048^3 on 2 threads, the figure the
+  // project's notes quote for this CPU (bench/compare_translation.py measures it next to its runs,
+  // so that results from different days can be set side by side).
+  benchmark::RegisterBenchmark("OpenBlas/m:2048/n:2048/k:2048/threads:2", BM_OpenBlas,
+                               Shape{2048, 2048, 2048, 2})
+      ->UseRealTime();
 }
 
 }  // namespace
