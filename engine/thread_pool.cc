@@ -48,6 +48,7 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int, int)>& fn) {
     task_ = &fn;
     task_n_ = n;
     pending_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
+    resting_.store(false, std::memory_order_relaxed);
     ++generation_;
     published_generation_.store(generation_, std::memory_order_release);
   }
@@ -67,11 +68,16 @@ void ThreadPool::ParallelFor(int n, const std::function<void(int, int)>& fn) {
   task_ = nullptr;
 }
 
+void ThreadPool::Rest() { resting_.store(true, std::memory_order_relaxed); }
+
 void ThreadPool::WorkerLoop(int index) {
   uint64_t seen = 0;
   for (;;) {
     for (int spin = 0; spin < kSpinIterations; ++spin) {
-      if (published_generation_.load(std::memory_order_acquire) != seen) break;
+      if (published_generation_.load(std::memory_order_acquire) != seen ||
+          resting_.load(std::memory_order_relaxed)) {
+        break;
+      }
       _mm_pause();
     }
     const std::function<void(int, int)>* task;

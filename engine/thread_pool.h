@@ -30,6 +30,11 @@ class ThreadPool {
   // parallel. Chunks are empty-free: with n < num_threads(), only n calls happen.
   void ParallelFor(int n, const std::function<void(int begin, int end)>& fn);
 
+  // Sends the idle workers to sleep at once instead of spinning for the next ParallelFor: for a
+  // pause in this pool's work during which other threads need the CPUs (another model's turn).
+  // The next ParallelFor wakes them. May be called from any thread.
+  void Rest();
+
  private:
   void WorkerLoop(int index);
 
@@ -45,6 +50,8 @@ class ThreadPool {
   std::atomic<int> pending_{0};
   bool stop_ = false;
   std::atomic<uint64_t> published_generation_{0};
+  // Set by Rest, cleared by ParallelFor: idle workers stop spinning and sleep.
+  std::atomic<bool> resting_{false};
 };
 
 }  // namespace rosetta

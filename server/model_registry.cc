@@ -132,7 +132,7 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     const BatchingOptions batching = WorkerOptions(*served, options, threads);
     served->worker = std::make_unique<ModelWorker>(
         served->model != nullptr ? served->model->transformer : nullptr, served->embedder.get(),
-        batching, observer_for ? observer_for(spec.name) : nullptr);
+        batching, observer_for ? observer_for(spec.name) : nullptr, &registry->compute_gate_);
     const EmbeddingModel& embedder = *served->embedder;
     const std::string from = path == spec.path ? path : absl::StrCat(spec.path, " (", path, ")");
     const std::string load_time = absl::StrFormat("%.2f", served->load_seconds);

@@ -46,6 +46,8 @@ class ModelRegistry {
   void StopWorkers();
 
  private:
+  // Before models_: the workers use it until they stop.
+  ComputeGate compute_gate_;
   std::vector<std::unique_ptr<ServedModel>> models_;
 };
 

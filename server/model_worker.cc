@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <exception>
+#include <optional>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -59,11 +60,12 @@ absl::Duration JobTimes::inference() const {
 
 ModelWorker::ModelWorker(std::shared_ptr<const TransformerModel> translation,
                          const EmbeddingModel* embedder, const BatchingOptions& options,
-                         WorkerObserver* observer)
+                         WorkerObserver* observer, ComputeGate* gate)
     : model_(std::move(translation)),
       embedder_(embedder),
       options_(Resolve(options)),
-      observer_(observer) {
+      observer_(observer),
+      gate_(gate) {
   if (model_ != nullptr) {
     const DecodingBatchOptions batch_options = MakeBatchOptions(*model_, options_);
     batch_ = std::make_unique<DecodingBatch>(model_, batch_options);
@@ -322,9 +324,13 @@ void ModelWorker::Run() {
     if (!running) break;
     // Requests that ended (cancelled, expired, one of their texts failed) leave the batch now.
     SweepRunning(now);
+    std::optional<ComputeGate::Lease> lease;
+    if (gate_ != nullptr) lease.emplace(gate_->Acquire());
     if (!encode.empty()) RunEncodeBatch(encode);
     if (!admit.empty()) AdmitTexts(admit);
     if (!BatchEmpty()) StepBatch();
+    // Another model computes next: this pool's threads sleep now rather than spin in its time.
+    if (lease.has_value() && lease->Contended()) encode_workspace_.pool()->Rest();
   }
   FailEverything(absl::UnavailableError("the server shut down before the request finished"));
 }

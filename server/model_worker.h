@@ -38,6 +38,7 @@
 #include "engine/embedding_model.h"
 #include "engine/thread_pool.h"
 #include "engine/transformer.h"
+#include "server/compute_gate.h"
 
 namespace rosetta::server {
 
@@ -148,10 +149,12 @@ class WorkerObserver {
 class ModelWorker {
  public:
   // `translation` is the encoder-decoder that Translate jobs use, null for an embedding-only
-  // model; `embedder` serves Encode jobs. `embedder` and `observer` (when not null) must outlive
-  // the worker.
+  // model; `embedder` serves Encode jobs. With a `gate`, the worker computes only while it holds
+  // the gate's lease, a unit of work at a time (the models of one daemon take turns on the
+  // CPUs). `embedder`, `observer` and `gate` (when not null) must outlive the worker.
   ModelWorker(std::shared_ptr<const TransformerModel> translation, const EmbeddingModel* embedder,
-              const BatchingOptions& options, WorkerObserver* observer = nullptr);
+              const BatchingOptions& options, WorkerObserver* observer = nullptr,
+              ComputeGate* gate = nullptr);
   ModelWorker(const ModelWorker&) = delete;
   ModelWorker& operator=(const ModelWorker&) = delete;
   // Stops the worker (see Stop).
@@ -226,6 +229,7 @@ class ModelWorker {
   const EmbeddingModel* const embedder_;
   const BatchingOptions options_;
   WorkerObserver* const observer_;
+  ComputeGate* const gate_;
   int max_beams_ = 0;
   int total_pages_ = 0;
 

@@ -3,6 +3,7 @@
 // the real aren-transliteration model.
 #include "server/model_worker.h"
 
+#include <chrono>
 #include <future>
 #include <map>
 #include <random>
@@ -528,6 +529,44 @@ TEST_F(ModelWorkerTest, EncodeJobsQueuedWhileBusyRunTogether) {
   long_done.get_future().wait();
   ASSERT_TRUE(long_outcome.status.ok()) << long_outcome.status;
   EXPECT_EQ(gate.encode_batches(), (std::vector<std::pair<int, int>>{{2, 20}, {2, 20}}));
+}
+
+// Two workers sharing a ComputeGate take turns: while one is inside a decoding step (holding the
+// lease), the other's Encode job waits, and runs as soon as the step ends.
+TEST_F(ModelWorkerTest, WorkersSharingAComputeGateTakeTurns) {
+  ComputeGate compute_gate;
+  StepGate hold;
+  ModelWorker translating(model_->transformer, embedder_.get(), BatchingOptions{}, &hold,
+                          &compute_gate);
+  ModelWorker encoding(model_->transformer, embedder_.get(), BatchingOptions{}, nullptr,
+                       &compute_gate);
+  Outcome translated;
+  std::promise<void> translated_done;
+  ASSERT_TRUE(
+      translating.Submit(MakeJob({{5, 6, 7}}, GreedyOf(10), translated, translated_done)).ok());
+  hold.AwaitEntered();  // `translating` holds the lease inside its first step
+
+  std::promise<void> encoded_done;
+  std::future<void> encoded = encoded_done.get_future();
+  absl::Status encode_status;
+  auto job = std::make_shared<EncodeJob>();
+  job->inputs = {{9, 10, 11}};
+  job->on_done = [&](const absl::Status& s, std::vector<float>&, const JobTimes&) {
+    encode_status = s;
+    encoded_done.set_value();
+  };
+  const absl::Status submitted = encoding.Submit(job);
+  // Alone, this Encode takes milliseconds; it must wait for the other worker's turn to end.
+  const bool ran_during_step = submitted.ok() && encoded.wait_for(std::chrono::milliseconds(300)) ==
+                                                     std::future_status::ready;
+  hold.Release();
+  ASSERT_TRUE(submitted.ok()) << submitted;
+  EXPECT_FALSE(ran_during_step);
+  encoded.wait();
+  EXPECT_TRUE(encode_status.ok()) << encode_status;
+  translated_done.get_future().wait();
+  EXPECT_TRUE(translated.status.ok()) << translated.status;
+  ExpectSame(translated.results[0], Alone({5, 6, 7}, GreedyOf(10)));
 }
 
 }  // namespace
