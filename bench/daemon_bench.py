@@ -189,6 +189,7 @@ def summarize(records):
         "failed": sum(r["failed"] for r in records),
         "errors": merge_errors(records),
         "requests": records[0]["requests"] if records else 0,
+        "max_send_lag_ms": max((r.get("max_send_lag_ms", 0) for r in records), default=0),
         "rounds": len(records),
     }
 
@@ -199,6 +200,11 @@ def merge_errors(records):
         for code, count in record["errors"].items():
             errors[code] = errors.get(code, 0) + count
     return errors
+
+
+def ratio(a, b):
+    """a / b as "1.23x", or "-" when b is 0 (e.g. every request of a run failed)."""
+    return f"{a / b:.2f}x" if b else "-"
 
 
 def fmt_ms(ms):
@@ -252,12 +258,12 @@ def print_tables(results, workloads, concurrencies, args):
             if clients == 1:
                 continue
             at = {mode: summarize(results.get((workload, clients, mode), [])) for mode in MODES}
-            ratios = "; ".join(f"{mode} {at[mode]['requests_per_second'] / base:.2f}x"
+            ratios = "; ".join(f"{mode} {ratio(at[mode]['requests_per_second'], base)}"
                                for mode in MODES)
             p99 = at["continuous"]["p99"], at["static"]["p99"]
             print(f"- {clients} clients: throughput vs one at a time (requests/s, same requests): "
                   f"{ratios}; p99 continuous {fmt_ms(p99[0])} ms vs static {fmt_ms(p99[1])} ms "
-                  f"({p99[0] / p99[1]:.2f}x)")
+                  f"({ratio(*p99)})")
 
 
 def print_open_loop_tables(results, workloads, rates, args):
@@ -287,8 +293,9 @@ def print_open_loop_tables(results, workloads, rates, args):
             p50 = at["continuous"]["p50"], at["static"]["p50"]
             p99 = at["continuous"]["p99"], at["static"]["p99"]
             print(f"- {rate:g} requests/s: p99 continuous {fmt_ms(p99[0])} ms vs static "
-                  f"{fmt_ms(p99[1])} ms ({p99[0] / p99[1]:.2f}x); p50 {fmt_ms(p50[0])} vs "
-                  f"{fmt_ms(p50[1])} ms ({p50[0] / p50[1]:.2f}x)")
+                  f"{fmt_ms(p99[1])} ms ({ratio(*p99)}); p50 {fmt_ms(p50[0])} vs "
+                  f"{fmt_ms(p50[1])} ms ({ratio(*p50)}); latest send after its time: "
+                  f"{max(at[m]['max_send_lag_ms'] for m in MODES):.0f} ms")
 
 
 def main():
@@ -384,7 +391,7 @@ def main():
                         other = daemons[next(m for m in MODES if m != mode)]
                         other_cpu = other.cpu()
                         record = run_loadgen(loadgen, daemons[mode], workload, clients, requests,
-                                             args, inputs_path, warmup=0 if rate else None,
+                                             args, inputs_path, warmup=8 if rate else None,
                                              rate=rate)
                         idle_cpu[other.mode] += other.cpu() - other_cpu
                         record.update(round=round_index + 1, workload=workload, batching=mode)

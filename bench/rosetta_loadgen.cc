@@ -131,7 +131,8 @@ struct Tally {
   int64_t output_tokens = 0;
   double queue_seconds = 0;  // sum of the server's Timings over successful calls
   double inference_seconds = 0;
-  std::map<std::string, int64_t> errors;              // status code name -> calls
+  double max_send_lag_seconds = 0;        // open loop: the latest a request went out after its time
+  std::map<std::string, int64_t> errors;  // status code name -> calls
   std::map<std::string, std::string> error_examples;  // status code name -> first message
 
   void AddError(const std::string& code, const std::string& message) {
@@ -147,6 +148,7 @@ struct Tally {
     output_tokens += other.output_tokens;
     queue_seconds += other.queue_seconds;
     inference_seconds += other.inference_seconds;
+    max_send_lag_seconds = std::max(max_send_lag_seconds, other.max_send_lag_seconds);
     for (const auto& [code, count] : other.errors) errors[code] += count;
     for (const auto& [code, message] : other.error_examples) error_examples.emplace(code, message);
   }
@@ -235,6 +237,10 @@ class LoadGenerator {
           } else {
             const Clock::time_point due = start + phase.schedule[index];
             std::this_thread::sleep_until(due);
+            // Later than due when every thread was busy: the request waited for one.
+            tallies[c].max_send_lag_seconds =
+                std::max(tallies[c].max_send_lag_seconds,
+                         std::chrono::duration<double>(Clock::now() - due).count());
             Call(*stub, index, due, &tallies[c]);
           }
         }
@@ -249,10 +255,13 @@ class LoadGenerator {
   }
 
  private:
-  void SetDeadline(grpc::ClientContext* context) const {
+  // The deadline counts from `start` (open loop: the scheduled send time, which may be past).
+  void SetDeadline(grpc::ClientContext* context, Clock::time_point start) const {
     if (options_.deadline_ms > 0) {
-      context->set_deadline(std::chrono::system_clock::now() +
-                            std::chrono::milliseconds(options_.deadline_ms));
+      context->set_deadline(
+          std::chrono::system_clock::now() +
+          std::chrono::duration_cast<std::chrono::system_clock::duration>(start - Clock::now()) +
+          std::chrono::milliseconds(options_.deadline_ms));
     }
   }
 
@@ -260,7 +269,7 @@ class LoadGenerator {
   void Call(v1::Rosetta::Stub& stub, int64_t index, std::optional<Clock::time_point> due,
             Tally* tally) const {
     grpc::ClientContext context;
-    SetDeadline(&context);
+    SetDeadline(&context, due.value_or(Clock::now()));
     if (options_.method == Method::kTranslate) {
       v1::TranslateRequest request;
       v1::TranslateResponse response;
@@ -479,8 +488,9 @@ int Run() {
   LoadGenerator::Phase measured;
   measured.requests = options.requests;
   measured.seconds = options.duration_seconds;
-  if (options.rate > 0)
+  if (options.rate > 0) {
     measured.schedule = PoissonSchedule(options.requests, options.rate, options.seed);
+  }
   const LoadGenerator::PhaseResult result = generator.Run(measured);
   const double cpu_seconds = CpuSeconds() - cpu_start;
   std::optional<v1::ModelInfo> after;
@@ -498,6 +508,13 @@ int Run() {
   report["method"] = method;
   report["concurrency"] = options.concurrency;
   report["rate"] = options.rate;  // 0: closed loop
+  report["seed"] = options.seed;
+  // Open loop: when the last request was due, and the most any went out late (threads all busy;
+  // their latency still counts from their due time).
+  report["schedule_seconds"] =
+      measured.schedule.empty() ? 0.0
+                                : std::chrono::duration<double>(measured.schedule.back()).count();
+  report["max_send_lag_ms"] = 1e3 * tally.max_send_lag_seconds;
   report["channels"] = channel_count;
   report["texts_per_request"] = options.texts_per_request;
   report["beam_size"] = options.beam_size;

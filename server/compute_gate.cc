@@ -15,9 +15,15 @@ int ComputeGate::Waiting() const {
   return outstanding > 1 ? static_cast<int>(outstanding - 1) : 0;
 }
 
-ComputeGate::Lease ComputeGate::Acquire() {
+ComputeGate::Lease ComputeGate::Acquire(const std::function<void()>& on_wait) {
+  uint64_t ticket;
+  {
+    absl::MutexLock lock(&mu_);
+    ticket = next_ticket_++;
+    if (serving_ == ticket) return Lease(this);
+  }
+  if (on_wait) on_wait();
   absl::MutexLock lock(&mu_);
-  const uint64_t ticket = next_ticket_++;
   auto my_turn = [this, ticket]() { return serving_ == ticket; };
   mu_.Await(absl::Condition(&my_turn));
   return Lease(this);

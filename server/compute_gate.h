@@ -5,11 +5,12 @@
 // wait for each other's descheduled threads and spin through each other's time slices (two busy
 // models measured 0.82x to 0.90x of the machine's throughput between them). With the gate, the
 // model workers hold a lease for each unit of work (a decoding step with its admissions, an Encode
-// batch) and take turns first come, first served.
+// batch) and take turns first come, first served. Thread-safe.
 #ifndef ROSETTA_SERVER_COMPUTE_GATE_H_
 #define ROSETTA_SERVER_COMPUTE_GATE_H_
 
 #include <cstdint>
+#include <functional>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
@@ -27,6 +28,7 @@ class ComputeGate {
     ~Lease();
 
     // Whether another worker is waiting for its turn.
+    // REQUIRES: not moved from.
     bool Contended() const;
 
    private:
@@ -39,8 +41,9 @@ class ComputeGate {
   ComputeGate(const ComputeGate&) = delete;
   ComputeGate& operator=(const ComputeGate&) = delete;
 
-  // Blocks until every earlier caller has released its lease.
-  [[nodiscard]] Lease Acquire();
+  // Blocks until every earlier caller has released its lease. `on_wait`, when set, runs (without
+  // the gate's lock) before blocking, only when the caller has to wait.
+  [[nodiscard]] Lease Acquire(const std::function<void()>& on_wait = nullptr);
 
   // Callers waiting for a lease (the holder not counted).
   int Waiting() const;

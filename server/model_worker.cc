@@ -324,8 +324,13 @@ void ModelWorker::Run() {
     if (!running) break;
     // Requests that ended (cancelled, expired, one of their texts failed) leave the batch now.
     SweepRunning(now);
+    const bool compute = !encode.empty() || !admit.empty() || !BatchEmpty();
     std::optional<ComputeGate::Lease> lease;
-    if (gate_ != nullptr) lease.emplace(gate_->Acquire());
+    if (gate_ != nullptr && compute) {
+      // While another model computes, this pool's threads sleep rather than spin in its time.
+      lease.emplace(gate_->Acquire([this] { encode_workspace_.pool()->Rest(); }));
+      SweepRunning(MonotonicNow());  // what ended during the wait leaves before the step
+    }
     if (!encode.empty()) RunEncodeBatch(encode);
     if (!admit.empty()) AdmitTexts(admit);
     if (!BatchEmpty()) StepBatch();

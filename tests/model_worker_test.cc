@@ -3,11 +3,13 @@
 // the real aren-transliteration model.
 #include "server/model_worker.h"
 
+#include <atomic>
 #include <chrono>
 #include <future>
 #include <map>
 #include <random>
 
+#include "absl/time/clock.h"
 #include "engine/model_loader.h"
 #include "engine/sentence_embedding.h"
 #include "gmock/gmock.h"
@@ -532,7 +534,7 @@ TEST_F(ModelWorkerTest, EncodeJobsQueuedWhileBusyRunTogether) {
 }
 
 // Two workers sharing a ComputeGate take turns: while one is inside a decoding step (holding the
-// lease), the other's Encode job waits, and runs as soon as the step ends.
+// lease), the other's Encode job waits at the gate, and runs once the step ends.
 TEST_F(ModelWorkerTest, WorkersSharingAComputeGateTakeTurns) {
   ComputeGate compute_gate;
   StepGate hold;
@@ -547,22 +549,26 @@ TEST_F(ModelWorkerTest, WorkersSharingAComputeGateTakeTurns) {
   hold.AwaitEntered();  // `translating` holds the lease inside its first step
 
   std::promise<void> encoded_done;
-  std::future<void> encoded = encoded_done.get_future();
+  std::atomic<bool> released{false};
+  std::atomic<bool> encoded_before_release{false};
   absl::Status encode_status;
   auto job = std::make_shared<EncodeJob>();
   job->inputs = {{9, 10, 11}};
   job->on_done = [&](const absl::Status& s, std::vector<float>&, const JobTimes&) {
     encode_status = s;
+    encoded_before_release = !released.load();
     encoded_done.set_value();
   };
   const absl::Status submitted = encoding.Submit(job);
-  // Alone, this Encode takes milliseconds; it must wait for the other worker's turn to end.
-  const bool ran_during_step = submitted.ok() && encoded.wait_for(std::chrono::milliseconds(300)) ==
-                                                     std::future_status::ready;
+  // The Encode worker reaches the gate and waits there for its turn.
+  while (submitted.ok() && compute_gate.Waiting() < 1 && !encoded_before_release.load()) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  released = true;
   hold.Release();
   ASSERT_TRUE(submitted.ok()) << submitted;
-  EXPECT_FALSE(ran_during_step);
-  encoded.wait();
+  encoded_done.get_future().wait();
+  EXPECT_FALSE(encoded_before_release.load());
   EXPECT_TRUE(encode_status.ok()) << encode_status;
   translated_done.get_future().wait();
   EXPECT_TRUE(translated.status.ok()) << translated.status;
