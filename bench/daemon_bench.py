@@ -207,6 +207,17 @@ def ratio(a, b):
     return f"{a / b:.2f}x" if b else "-"
 
 
+def errors_cell(summary):
+    """"0", or "CODE count, ..." for the runs' failed calls."""
+    return ", ".join(f"{code} {count}" for code, count in sorted(summary["errors"].items())) or "0"
+
+
+def print_header(header):
+    """A Markdown table's header and alignment rows (column 1, the batching mode, left)."""
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+
+
 def fmt_ms(ms):
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
@@ -230,8 +241,7 @@ def print_tables(results, workloads, concurrencies, args):
         if method == "translate":
             header += ["ms/step"]
         header += ["server CPU", "errors"]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+        print_header(header)
         for clients in concurrencies:
             for mode in MODES:
                 s = summarize(results.get((workload, clients, mode), []))
@@ -239,12 +249,11 @@ def print_tables(results, workloads, concurrencies, args):
                 if method == "translate":
                     cells += [f"{s['tokens_per_second']:.0f}", f"{s['tokens_per_text']:.1f}"]
                 batch = s["rows_per_step"] if method == "translate" else s["texts_per_encode_batch"]
-                errors = ", ".join(f"{code} {count}" for code, count in sorted(s["errors"].items()))
                 cells += [fmt_ms(s["p50"]), fmt_ms(s["p95"]), fmt_ms(s["p99"]), fmt_ms(s["max"]),
                           f"{batch:.1f}"]
                 if method == "translate":
                     cells += [f"{s['ms_per_step']:.1f}"]
-                cells += [f"{s['server_cpu']:.2f}", errors or "0"]
+                cells += [f"{s['server_cpu']:.2f}", errors_cell(s)]
                 print("| " + " | ".join(cells) + " |")
         print()
         if 1 not in concurrencies:
@@ -275,16 +284,14 @@ def print_open_loop_tables(results, workloads, rates, args):
               f"max_length {args.max_length}\n")
         header = ["offered requests/s", "batching", "requests", "requests/s", "p50 ms", "p95 ms",
                   "p99 ms", "max ms", "rows/step", "ms/step", "server CPU", "errors"]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+        print_header(header)
         for rate in rates:
             for mode in MODES:
                 s = summarize(results.get((workload, f"rate {rate:g}", mode), []))
-                errors = ", ".join(f"{code} {count}" for code, count in sorted(s["errors"].items()))
                 cells = [f"{rate:g}", mode, str(s["requests"]), f"{s['requests_per_second']:.2f}",
                          fmt_ms(s["p50"]), fmt_ms(s["p95"]), fmt_ms(s["p99"]), fmt_ms(s["max"]),
                          f"{s['rows_per_step']:.1f}", f"{s['ms_per_step']:.1f}",
-                         f"{s['server_cpu']:.2f}", errors or "0"]
+                         f"{s['server_cpu']:.2f}", errors_cell(s)]
                 print("| " + " | ".join(cells) + " |")
         print()
         for rate in rates:

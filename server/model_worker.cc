@@ -324,18 +324,22 @@ void ModelWorker::Run() {
     if (!running) break;
     // Requests that ended (cancelled, expired, one of their texts failed) leave the batch now.
     SweepRunning(now);
-    const bool compute = !encode.empty() || !admit.empty() || !BatchEmpty();
+    // While another model computes (before this one's turn, or after it when another waits),
+    // this pool's threads sleep rather than spin in its time.
+    auto rest = [this] { encode_workspace_.pool()->Rest(); };
     std::optional<ComputeGate::Lease> lease;
-    if (gate_ != nullptr && compute) {
-      // While another model computes, this pool's threads sleep rather than spin in its time.
-      lease.emplace(gate_->Acquire([this] { encode_workspace_.pool()->Rest(); }));
-      SweepRunning(MonotonicNow());  // what ended during the wait leaves before the step
+    if (gate_ != nullptr && (!encode.empty() || !admit.empty() || !BatchEmpty())) {
+      bool waited = false;
+      lease.emplace(gate_->Acquire([&] {
+        waited = true;
+        rest();
+      }));
+      if (waited) SweepRunning(MonotonicNow());  // what ended during the wait leaves first
     }
     if (!encode.empty()) RunEncodeBatch(encode);
     if (!admit.empty()) AdmitTexts(admit);
     if (!BatchEmpty()) StepBatch();
-    // Another model computes next: this pool's threads sleep now rather than spin in its time.
-    if (lease.has_value() && lease->Contended()) encode_workspace_.pool()->Rest();
+    if (lease.has_value() && lease->Contended()) rest();
   }
   FailEverything(absl::UnavailableError("the server shut down before the request finished"));
 }

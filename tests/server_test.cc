@@ -261,8 +261,8 @@ TEST_F(ServerTest, ShortRequestOvertakesLongOneWithContinuousBatching) {
     } else {
       // Sent after 5 of the long request's 250 steps, it waited for the other 245.
       EXPECT_GT(short_queue_seconds, 0.5 * long_inference_seconds)
-          << "short queued " << short_queue_seconds << " s; long decoded "
-          << long_inference_seconds << " s";
+          << "short queued " << short_queue_seconds << " s; long decoded " << long_inference_seconds
+          << " s";
     }
     server_->Drain();
     server_.reset();
