@@ -94,11 +94,6 @@ absl::Status ModelWorker::RoomLocked(int texts) {
   return absl::OkStatus();
 }
 
-absl::Status ModelWorker::CheckRoom(int texts) {
-  absl::MutexLock lock(&mu_);
-  return RoomLocked(texts);
-}
-
 absl::Status ModelWorker::CheckFits(const DecodingOptions& options) const {
   if (batch_ == nullptr) {
     return absl::InvalidArgumentError("this model does not translate (it is an embedding model)");
@@ -172,10 +167,14 @@ WorkerStats ModelWorker::Stats() const {
 }
 
 absl::Status ModelWorker::Expired(const Job& job, absl::Time now) const {
-  if (job.cancelled.load()) return absl::CancelledError("the request was cancelled");
-  if (now >= job.deadline) {
+  // gRPC also cancels a call whose deadline passes, by its own clock: a cancellation within a
+  // few milliseconds of the deadline is the deadline's.
+  constexpr absl::Duration kClockSkew = absl::Milliseconds(5);
+  const bool cancelled = job.cancelled.load();
+  if (now >= job.deadline || (cancelled && now + kClockSkew >= job.deadline)) {
     return absl::DeadlineExceededError("the request's deadline passed before it finished");
   }
+  if (cancelled) return absl::CancelledError("the request was cancelled");
   return absl::OkStatus();
 }
 
@@ -431,6 +430,15 @@ void ModelWorker::StepBatch() {
     if (it == running_.end()) continue;
     TranslationJob& job = *it->second.job;
     if (!job.done) {
+      // A sentence cut at max_length ends on a token not streamed yet (an end-of-sentence token
+      // is not part of its hypothesis).
+      if (job.stream_tokens && job.on_tokens && !result.hypotheses.empty()) {
+        const std::vector<int32_t>& tokens = result.hypotheses.front().tokens;
+        if (tokens.size() > it->second.streamed) {
+          job.on_tokens(it->second.index, tokens,
+                        static_cast<int>(tokens.size() - it->second.streamed));
+        }
+      }
       if (job.on_result) job.on_result(it->second.index, result);
       if (--job.remaining == 0) EndTranslation(job, absl::OkStatus());
     }

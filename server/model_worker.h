@@ -168,10 +168,6 @@ class ModelWorker {
   absl::Status Submit(std::shared_ptr<TranslationJob> job);
   absl::Status Submit(std::shared_ptr<EncodeJob> job);
 
-  // RESOURCE_EXHAUSTED (counted as a rejection) or UNAVAILABLE when the queue has no room for
-  // `texts` more now: a cheap check before tokenizing; Submit checks again.
-  absl::Status CheckRoom(int texts);
-
   // Whether a sentence with these options can ever run here: its beams and its cache pages at
   // most what the whole batch holds.
   absl::Status CheckFits(const DecodingOptions& options) const;

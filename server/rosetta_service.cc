@@ -295,11 +295,6 @@ bool RosettaService::WaitForCalls(absl::Time deadline) {
   return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
 }
 
-// Refuses a request the model's queue has no room for before any work is spent on it.
-absl::Status QueueRoom(const ServedModel& model, int texts) {
-  return model.worker->CheckRoom(texts);
-}
-
 absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& name) const {
   if (draining_.load()) {
     return absl::UnavailableError("the server is shutting down: retry on another replica");
@@ -328,10 +323,6 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
-  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
-      !room.ok()) {
-    return call->FinishWith(room);
-  }
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 
@@ -377,10 +368,6 @@ grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
   if (!served.ok()) return call->CloseWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
-  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
-      !room.ok()) {
-    return call->CloseWith(room);
-  }
   absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(*request, model, limits_);
   if (!prepared.ok()) return call->CloseWith(prepared.status());
 
@@ -449,10 +436,6 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
   if (!served.ok()) return call->FinishWith(served.status());
   const ServedModel& model = **served;
   call->set_model(model.name);
-  if (absl::Status room = QueueRoom(model, request->texts_size() + request->tokenized_size());
-      !room.ok()) {
-    return call->FinishWith(room);
-  }
   absl::StatusOr<PreparedEncode> prepared = PrepareEncode(*request, model, limits_);
   if (!prepared.ok()) return call->FinishWith(prepared.status());
 

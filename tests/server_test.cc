@@ -233,13 +233,19 @@ TEST_F(ServerTest, ShortRequestOvertakesLongOneWithContinuousBatching) {
     SCOPED_TRACE(continuous ? "continuous" : "static");
     DaemonOptions options = Options();
     options.batching.continuous = continuous;
+    options.batching.max_running_sequences = 32;
     StartServer(options);
     std::atomic<int> order{0};
     int long_rank = 0, short_rank = 0;
     double long_inference_seconds = 0;
+    // 250 steps of 16 beams: long enough (tens of ms) that the short request, sent a few steps
+    // in, arrives early in its decoding even when the machine is busy.
+    v1::TranslateRequest long_request = LongRequest();
+    for (const std::string& text : RandomTexts(7, 10, 5)) long_request.add_texts(text);
+    long_request.mutable_options()->set_beam_size(2);
     std::thread long_client([&] {
       v1::TranslateResponse response;
-      grpc::Status status = Translate(LongRequest(), &response);
+      grpc::Status status = Translate(long_request, &response);
       long_rank = ++order;
       EXPECT_TRUE(status.ok()) << status.error_message();
       EXPECT_EQ(response.translations(0).output_tokens(), 250);
@@ -259,7 +265,7 @@ TEST_F(ServerTest, ShortRequestOvertakesLongOneWithContinuousBatching) {
       EXPECT_LT(short_rank, long_rank);
       EXPECT_LT(short_queue_seconds, 0.5 * long_inference_seconds);
     } else {
-      // Sent after 5 of the long request's 250 steps, it waited for the other 245.
+      // Sent after 5 of the long request's 250 steps, it waited for the rest.
       EXPECT_GT(short_queue_seconds, 0.5 * long_inference_seconds)
           << "short queued " << short_queue_seconds << " s; long decoded " << long_inference_seconds
           << " s";
@@ -290,7 +296,8 @@ TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
   context.TryCancel();
   EXPECT_EQ(done.get_future().get().error_code(), grpc::StatusCode::CANCELLED);
 
-  // The worker let go of both: nothing runs, nothing waits, and it serves on.
+  // The worker let go of both: nothing runs, nothing waits, and it serves on. Each is counted
+  // for what ended it (gRPC cancels a call whose deadline passes, too).
   for (int i = 0; i < 200 && (Stats().running_sequences() > 0 ||
                               Stats().cancelled() + Stats().deadline_exceeded() < 2);
        ++i) {
@@ -299,7 +306,8 @@ TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
   const v1::ModelStats stats = Stats();
   EXPECT_EQ(stats.running_sequences(), 0);
   EXPECT_EQ(stats.queued_texts(), 0);
-  EXPECT_GE(stats.cancelled() + stats.deadline_exceeded(), 2);
+  EXPECT_EQ(stats.deadline_exceeded(), 1);
+  EXPECT_EQ(stats.cancelled(), 1);
   v1::TranslateRequest quick;
   quick.add_texts("آ ت ز م و ن");
   ASSERT_TRUE(Translate(quick, &response).ok());
@@ -310,6 +318,7 @@ TEST_F(ServerTest, FullQueueAnswersResourceExhausted) {
   DaemonOptions options = Options();
   options.batching.max_queued_texts = 2;
   options.batching.max_running_sequences = 1;
+  options.limits.max_texts_per_request = 2;
   StartServer(options);
   std::thread long_client([&] {
     v1::TranslateResponse response;
@@ -331,9 +340,36 @@ TEST_F(ServerTest, FullQueueAnswersResourceExhausted) {
   grpc::Status status = Translate(extra, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
   EXPECT_THAT(status.error_message(), HasSubstr("queue is full"));
+  {
+    v1::EncodeRequest request;
+    request.add_texts("خ د");
+    v1::EncodeResponse encoded;
+    grpc::ClientContext context;
+    status = stub_->Encode(&context, request, &encoded);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+    EXPECT_THAT(status.error_message(), HasSubstr("queue is full"));
+  }
+  {
+    grpc::ClientContext context;
+    auto reader = stub_->TranslateStream(&context, extra);
+    v1::TranslateStreamResponse message;
+    EXPECT_FALSE(reader->Read(&message));
+    status = reader->Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  // A request that is wrong in itself says so, full queue or not: retrying would not help it.
+  v1::TranslateRequest too_many;
+  for (int i = 0; i < 3; ++i) too_many.add_texts("خ د");
+  status = Translate(too_many, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(status.error_message(), HasSubstr("max_texts_per_request"));
+  v1::TranslateRequest empty;
+  empty.add_texts("");
+  status = Translate(empty, &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   long_client.join();
   waiting_client.join();
-  EXPECT_EQ(Stats().rejected_queue_full(), 1);
+  EXPECT_EQ(Stats().rejected_queue_full(), 3);
   ASSERT_TRUE(Translate(extra, &response).ok());  // served once there is room
   // Options that could never fit this batch are refused instead of waiting forever.
   extra.mutable_options()->set_beam_size(2);
@@ -347,6 +383,7 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
   options.limits.max_texts_per_request = 4;
   options.limits.max_tokens_per_request = 20;
   options.limits.max_tokens_per_text = 8;
+  options.max_message_bytes = 64 << 10;
   StartServer(options);
   // A long request runs throughout and must come back intact.
   std::promise<std::string> bystander;
@@ -468,11 +505,19 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
     EXPECT_EQ(status.error_code(), c.code) << c.name << ": " << status.error_message();
     EXPECT_THAT(status.error_message(), HasSubstr(c.message)) << c.name;
   }
-  // Unknown tokens map to the model's <unk>: translated, not refused.
+  // Unknown tokens map to the model's <unk>: translated, not refused, as text or as tokens.
   v1::TranslateRequest unknown;
   unknown.add_texts("ب qqq ت");
   v1::TranslateResponse response;
-  EXPECT_TRUE(Translate(unknown, &response).ok());
+  ASSERT_TRUE(Translate(unknown, &response).ok());
+  v1::TranslateRequest unknown_tokens, unk_tokens;
+  for (const char* token : {"ب", "qqq", "ت"}) unknown_tokens.add_tokenized()->add_tokens(token);
+  for (const char* token : {"ب", "<unk>", "ت"}) unk_tokens.add_tokenized()->add_tokens(token);
+  v1::TranslateResponse unknown_response, unk_response;
+  ASSERT_TRUE(Translate(unknown_tokens, &unknown_response).ok());
+  ASSERT_TRUE(Translate(unk_tokens, &unk_response).ok());
+  EXPECT_EQ(unknown_response.translations(0).hypotheses(0).text(),
+            unk_response.translations(0).hypotheses(0).text());
 
   // Encode: too long without truncation, cut with it.
   {
@@ -514,6 +559,13 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
         HasSubstr("malformed request: the bytes are not a valid rosetta.v1.TranslateRequest"));
   }
 
+  // A message over --max_message_bytes: gRPC refuses it before the service sees it.
+  v1::TranslateRequest huge;
+  huge.add_texts(std::string(100 << 10, 'x'));
+  const grpc::Status huge_status = Translate(huge, &response);
+  EXPECT_EQ(huge_status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(huge_status.error_message(), HasSubstr("larger than max"));
+
   EXPECT_EQ(bystander.get_future().get(), "a t z m o n");
   bystander_client.join();
   ASSERT_TRUE(Translate(valid, &response).ok());
@@ -528,10 +580,12 @@ TEST_F(ServerTest, StreamsResultsAndTokens) {
   auto reader = stub_->TranslateStream(&context, request);
   v1::TranslateStreamResponse message;
   std::vector<std::string> partial_tokens;
+  int partials = 0;
   std::string final_text;
   bool saw_usage = false;
   while (reader->Read(&message)) {
     if (message.has_partial()) {
+      ++partials;
       for (const auto& t : message.partial().new_tokens()) partial_tokens.push_back(t);
       EXPECT_EQ(message.partial().text(), absl::StrJoin(partial_tokens, " "));
     } else if (message.has_translation()) {
@@ -544,7 +598,39 @@ TEST_F(ServerTest, StreamsResultsAndTokens) {
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(final_text, "a t z m o n");
   EXPECT_EQ(absl::StrJoin(partial_tokens, " "), "a t z m o n");
+  EXPECT_GT(partials, 1);  // as they are decoded, not all at the end
   EXPECT_TRUE(saw_usage);
+
+  // Cut at max_length: the last token is streamed too.
+  request.mutable_options()->set_max_length(3);
+  grpc::ClientContext cut_context;
+  auto cut_reader = stub_->TranslateStream(&cut_context, request);
+  partial_tokens.clear();
+  final_text.clear();
+  while (cut_reader->Read(&message)) {
+    if (message.has_partial()) {
+      for (const auto& t : message.partial().new_tokens()) partial_tokens.push_back(t);
+    } else if (message.has_translation()) {
+      final_text = message.translation().hypotheses(0).text();
+    }
+  }
+  ASSERT_TRUE(cut_reader->Finish().ok());
+  EXPECT_EQ(final_text, "a t z");
+  EXPECT_EQ(absl::StrJoin(partial_tokens, " "), "a t z");
+
+  // Each result is sent when its input is finished: a short input listed after a long one
+  // comes first.
+  v1::TranslateRequest long_short;
+  long_short.add_texts(absl::StrJoin(std::vector<std::string>(60, "ت ب"), " "));
+  long_short.add_texts("ب");
+  grpc::ClientContext order_context;
+  auto order_reader = stub_->TranslateStream(&order_context, long_short);
+  std::vector<int> order;
+  while (order_reader->Read(&message)) {
+    if (message.has_translation()) order.push_back(message.index());
+  }
+  ASSERT_TRUE(order_reader->Finish().ok());
+  EXPECT_THAT(order, ::testing::ElementsAre(1, 0));
 
   // Several inputs: each comes once, with its index.
   v1::TranslateRequest many;
