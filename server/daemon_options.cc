@@ -2,6 +2,7 @@
 
 #include <fstream>
 #include <functional>
+#include <limits>
 #include <sstream>
 
 #include "absl/strings/ascii.h"
@@ -28,11 +29,15 @@ absl::Status BadValue(absl::string_view flag, absl::string_view value, absl::str
 
 // An int flag with a minimum.
 Flag IntFlag(const char* name, const char* help, int minimum,
-             std::function<int&(DaemonOptions&)> field) {
+             std::function<int&(DaemonOptions&)> field,
+             int maximum = std::numeric_limits<int>::max()) {
   return Flag{name, help, [=](absl::string_view value, DaemonOptions& o) -> absl::Status {
                 int parsed = 0;
-                if (!absl::SimpleAtoi(value, &parsed) || parsed < minimum) {
-                  return BadValue(name, value, absl::StrCat("an integer >= ", minimum));
+                if (!absl::SimpleAtoi(value, &parsed) || parsed < minimum || parsed > maximum) {
+                  return BadValue(name, value,
+                                  maximum == std::numeric_limits<int>::max()
+                                      ? absl::StrCat("an integer >= ", minimum)
+                                      : absl::StrCat("an integer from ", minimum, " to ", maximum));
                 }
                 field(o) = parsed;
                 return absl::OkStatus();
@@ -133,14 +138,14 @@ const std::vector<Flag>& Flags() {
               "Continuous batching: while sentences decode, waiting texts join as soon as "
               "they have this many source tokens in all. Default 256.",
               1, [](DaemonOptions& o) -> int& { return o.batching.admission_tokens; }),
-      IntFlag("max_decoding_length", "Cap of a request's max_length. Default 256.", 1,
-              [](DaemonOptions& o) -> int& { return o.batching.max_decoding_length; }),
-      {"kv_cache_mb",
-       "Self-attention cache per model, MiB; bounds the running beams. Default 1024.",
+      IntFlag(
+          "max_decoding_length", "Cap of a request's max_length (at most 65536). Default 256.", 1,
+          [](DaemonOptions& o) -> int& { return o.batching.max_decoding_length; }, 1 << 16),
+      {"kv_cache_mb", "Self-attention cache per model, MiB (at most 1048576). Default 1024.",
        [](absl::string_view v, DaemonOptions& o) -> absl::Status {
          int64_t mb = 0;
-         if (!absl::SimpleAtoi(v, &mb) || mb < 1)
-           return BadValue("kv_cache_mb", v, "an integer >= 1");
+         if (!absl::SimpleAtoi(v, &mb) || mb < 1 || mb > (int64_t{1} << 20))
+           return BadValue("kv_cache_mb", v, "an integer from 1 to 1048576");
          o.batching.kv_cache_bytes = mb << 20;
          return absl::OkStatus();
        }},

@@ -65,7 +65,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
     bool cut = false;  // tokens were dropped
     if (has_texts) {
       const std::string& text = request.texts(i);
-      if (static_cast<int64_t>(text.size()) > max_bytes) {
+      // A text to be cut is tokenized whole (the message size bounds it), so that it keeps
+      // exactly the tokens a longer limit would begin with.
+      if (!truncate && static_cast<int64_t>(text.size()) > max_bytes) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, " is ", text.size(), " bytes; the limit is ", max_bytes, " (",
                          kMaxBytesPerToken, " x max_tokens_per_text ", max_tokens, ")"));

@@ -14,16 +14,14 @@ import json
 import math
 import random
 import re
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-from harness import check, failures
+from harness import Daemon, check, failures
 
 KNOWN_INPUT = "آ ت ز م و ن"
 KNOWN_OUTPUT = "a t z m o n"
@@ -103,45 +101,6 @@ def json_to_plain(json_lines):
     return lines
 
 
-class Daemon:
-    """rosettad on a free loopback port; its stderr is kept for the report."""
-
-    def __init__(self, binary, model_dir):
-        self.log = []
-        self.address = None
-        self._ready = threading.Event()
-        self.process = subprocess.Popen(
-            [binary, "--listen", "127.0.0.1:0", "--model", f"{MODEL_NAME}={model_dir}",
-             "--threads", "2"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        threading.Thread(target=self._read_log, daemon=True).start()
-
-    def _read_log(self):
-        for line in self.process.stderr:
-            self.log.append(line.rstrip("\n"))
-            match = re.search(r"rosettad: serving on (\S+:\d+)", line)
-            if match and self.address is None:
-                self.address = match.group(1)
-                self._ready.set()
-        self._ready.set()  # the daemon ended: stop waiting
-
-    def wait_serving(self, timeout):
-        """Waits for the 'serving on' line; returns the address or None."""
-        self._ready.wait(timeout)
-        return self.address
-
-    def stop(self, timeout=60):
-        """SIGTERM, then the exit status (None if it had to be killed)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return None
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rosettad", required=True)
@@ -176,11 +135,12 @@ def main():
     check(references["greedy"][0] == f"{parse_plain(references['greedy'][0])[0][0]:.6f} ||| "
           f"{KNOWN_OUTPUT}", "rosetta-translate: the published example", references["greedy"][0])
 
-    daemon = Daemon(args.rosettad, model_dir)
+    daemon = Daemon(args.rosettad, "--model", f"{MODEL_NAME}={model_dir}", "--threads", "2")
     try:
-        address = daemon.wait_serving(timeout=180)
+        daemon.serving.wait(180)
+        address = daemon.address
         if not check(address is not None, "rosettad prints 'rosettad: serving on ADDRESS'",
-                     "\n".join(daemon.log)):
+                     "".join(daemon.log)):
             return 1
         print(f"rosettad serves on {address}", flush=True)
         run_checks(args, address, model_dir, python_client, inputs, stdin_text, references,
@@ -188,7 +148,7 @@ def main():
     finally:
         exit_status = daemon.stop()
         check(exit_status == 0, "rosettad exits with status 0 after SIGTERM",
-              f"exit status {exit_status}; log:\n" + "\n".join(daemon.log[-20:]))
+              f"exit status {exit_status}; log:\n" + "".join(daemon.log[-20:]))
     if failures:
         print(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
         return 1

@@ -1,6 +1,8 @@
 // rosettad's flags and config file, and the CPU count it defaults its threads to.
 #include "server/daemon_options.h"
 
+#include <map>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "server/cpu_count.h"
@@ -68,6 +70,10 @@ TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
               HasSubstr("host:port"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--max_beam_size", "32"}).status().message(),
               HasSubstr("at most 16"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--max_decoding_length", "2147483647"}).status().message(),
+              HasSubstr("is not an integer from 1 to 65536"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--kv_cache_mb", "9223372036854775807"}).status().message(),
+              HasSubstr("--kv_cache_mb: \"9223372036854775807\" is not an integer from 1 to"));
   EXPECT_THAT(Parse({"--threads", "2"}).status().message(), HasSubstr("no model to serve"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--max_queued_texts", "10"}).status().message(),
               HasSubstr("--max_texts_per_request (128) must not exceed --max_queued_texts (10)"));
@@ -87,6 +93,32 @@ TEST(CpuCountTest, ReadsCgroupQuotas) {
   EXPECT_EQ(CpusFromCgroupV1("-1\n", "100000\n"), std::nullopt);
   EXPECT_EQ(CpusFromCgroupV1("400000\n", "100000\n"), 4);
   EXPECT_GE(AvailableCpus(), 1);
+}
+
+TEST(CpuCountTest, TakesTheTightestQuotaOfTheCgroupAndItsParents) {
+  std::map<std::string, std::string> files;
+  const FileReader read = [&files](const std::string& path) -> std::optional<std::string> {
+    auto it = files.find(path);
+    if (it == files.end()) return std::nullopt;
+    return it->second;
+  };
+  // cgroup v2, a systemd service with CPUQuota=300% in a slice limited to 2 CPUs.
+  const std::string v2 = "0::/system.slice/rosettad.service\n";
+  EXPECT_EQ(CgroupCpuLimit(v2, read), std::nullopt);
+  files["/sys/fs/cgroup/system.slice/rosettad.service/cpu.max"] = "300000 100000\n";
+  EXPECT_EQ(CgroupCpuLimit(v2, read), 3);
+  files["/sys/fs/cgroup/system.slice/cpu.max"] = "200000 100000\n";
+  EXPECT_EQ(CgroupCpuLimit(v2, read), 2);
+  // A container in its own cgroup namespace: its cgroup is the root it sees.
+  files = {{"/sys/fs/cgroup/cpu.max", "150000 100000"}};
+  EXPECT_EQ(CgroupCpuLimit("0::/\n", read), 2);
+  // cgroup v1 without a cgroup namespace: /proc/self/cgroup shows the host's path, while the
+  // container's own cgroup is mounted at the root of the cpu hierarchy.
+  files = {{"/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "100000\n"},
+           {"/sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n"}};
+  EXPECT_EQ(CgroupCpuLimit("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", read), 1);
+  EXPECT_EQ(CgroupCpuLimit("4:memory:/docker/abc\n", read), std::nullopt);  // no cpu controller
+  EXPECT_EQ(CgroupCpuLimit("garbage\n", read), std::nullopt);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 """What the Python tests of rosettad share: checks that print PASS or FAIL and collect failures,
 and a rosettad process on a free loopback port."""
 
+import signal
 import subprocess
 import threading
 
@@ -39,3 +40,14 @@ class Daemon:
 
     def wait(self, timeout=60):
         return self.process.wait(timeout=timeout)
+
+    def stop(self, timeout=60):
+        """SIGTERM, then the exit status (None if it had to be killed)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            return None

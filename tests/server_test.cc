@@ -534,6 +534,18 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
     EXPECT_TRUE(encoded.embeddings(0).truncated());
     EXPECT_EQ(encoded.embeddings(0).tokens(), 8);
     EXPECT_EQ(encoded.embeddings(0).values_size(), 32);
+    // Far longer than the bytes allowed without truncation: cut all the same, to the same
+    // embedding, since it begins with the same tokens.
+    const std::vector<float> short_values(encoded.embeddings(0).values().begin(),
+                                          encoded.embeddings(0).values().end());
+    v1::EncodeRequest far;
+    far.set_truncate(true);
+    far.add_texts(request.texts(0) + absl::StrJoin(std::vector<std::string>(2000, " ب"), ""));
+    grpc::ClientContext context3;
+    ASSERT_TRUE(stub_->Encode(&context3, far, &encoded).ok());
+    EXPECT_TRUE(encoded.embeddings(0).truncated());
+    EXPECT_EQ(encoded.embeddings(0).tokens(), 8);
+    EXPECT_THAT(encoded.embeddings(0).values(), ::testing::ElementsAreArray(short_values));
   }
 
   // Malformed and truncated protobuf on the wire, through the generic stub.
