@@ -417,6 +417,16 @@ TEST_F(ModelWorkerTest, GreedyTokensAreStreamedAsDecoded) {
   ASSERT_TRUE(outcome.status.ok());
   ASSERT_FALSE(outcome.results[0][0].tokens.empty());
   EXPECT_EQ(outcome.streamed[0], outcome.results[0][0].tokens);
+  // Cut at max_length: the last token (decoded in the sentence's final step) is streamed too.
+  Outcome cut_outcome;
+  std::promise<void> cut_done;
+  auto cut = MakeJob({{14, 15, 16, 17, 18}}, GreedyUpTo(3), cut_outcome, cut_done);
+  cut->stream_tokens = true;
+  ASSERT_TRUE(worker.Submit(cut).ok());
+  cut_done.get_future().wait();
+  ASSERT_TRUE(cut_outcome.status.ok());
+  ASSERT_EQ(cut_outcome.results[0][0].tokens.size(), 3u);
+  EXPECT_EQ(cut_outcome.streamed[0], cut_outcome.results[0][0].tokens);
 }
 
 TEST_F(ModelWorkerTest, EncodeJobsAreBatchedAndEqualAlone) {
@@ -531,6 +541,50 @@ TEST_F(ModelWorkerTest, EncodeJobsQueuedWhileBusyRunTogether) {
   long_done.get_future().wait();
   ASSERT_TRUE(long_outcome.status.ok()) << long_outcome.status;
   EXPECT_EQ(gate.encode_batches(), (std::vector<std::pair<int, int>>{{2, 20}, {2, 20}}));
+}
+
+// Encode jobs that end while they wait (the worker held inside a decoding step) leave the queue
+// with the reason, counted; a cancellation past the deadline is the deadline's (gRPC cancels a
+// call whose deadline passes).
+TEST_F(ModelWorkerTest, EncodeJobsCancelledOrExpiredWhileQueuedEnd) {
+  StepGate gate;
+  ModelWorker worker(model_->transformer, embedder_.get(), BatchingOptions{}, &gate);
+  Outcome long_outcome;
+  std::promise<void> long_done;
+  ASSERT_TRUE(worker.Submit(MakeJob({{5, 6, 7, 8}}, GreedyOf(20), long_outcome, long_done)).ok());
+  gate.AwaitEntered();
+  constexpr int kJobs = 4;  // cancelled, expired, cancelled after its deadline, served
+  std::vector<std::shared_ptr<EncodeJob>> jobs(kJobs);
+  std::vector<std::promise<void>> done(kJobs);
+  std::vector<absl::Status> statuses(kJobs, absl::UnknownError("not ended"));
+  for (int j = 0; j < kJobs; ++j) {
+    jobs[j] = std::make_shared<EncodeJob>();
+    jobs[j]->inputs = {std::vector<int32_t>(6, 5 + j)};
+    if (j == 1 || j == 2) jobs[j]->deadline = MonotonicNow() - absl::Milliseconds(1);
+    jobs[j]->on_done = [&, j](const absl::Status& s, std::vector<float>&, const JobTimes&) {
+      statuses[j] = s;
+      done[j].set_value();
+    };
+    if (absl::Status s = worker.Submit(jobs[j]); !s.ok()) {
+      statuses[j] = s;
+      done[j].set_value();
+    }
+  }
+  worker.Cancel(*jobs[0]);
+  worker.Cancel(*jobs[2]);
+  gate.Release();
+  for (auto& d : done) d.get_future().wait();
+  EXPECT_TRUE(absl::IsCancelled(statuses[0])) << statuses[0];
+  EXPECT_TRUE(absl::IsDeadlineExceeded(statuses[1])) << statuses[1];
+  EXPECT_TRUE(absl::IsDeadlineExceeded(statuses[2])) << statuses[2];
+  EXPECT_TRUE(statuses[3].ok()) << statuses[3];
+  long_done.get_future().wait();
+  EXPECT_TRUE(long_outcome.status.ok()) << long_outcome.status;
+  const WorkerStats stats = worker.Stats();
+  EXPECT_EQ(stats.cancelled, 1);
+  EXPECT_EQ(stats.deadline_exceeded, 2);
+  EXPECT_EQ(stats.queued_texts, 0);
+  EXPECT_EQ(gate.encode_batches(), (std::vector<std::pair<int, int>>{{1, 6}}));
 }
 
 // Two workers sharing a ComputeGate take turns: while one is inside a decoding step (holding the
