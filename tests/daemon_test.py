@@ -1,8 +1,8 @@
 #!/usr/bin/python3
-"""The rosettad process seen from outside, with Python's gRPC (Debian's python3-grpcio): health and
-server reflection as generic clients see them, malformed wire bytes, a SIGTERM drain in which no
-accepted request is lost, a drain timeout that ends what is left with UNAVAILABLE, and start-up
-failures.
+"""The rosettad process seen from outside, with Python's gRPC (Debian's python3-grpcio): health
+(Check and Watch) and server reflection as generic clients see them, malformed wire bytes, a
+SIGTERM drain in which no accepted request is lost, a drain timeout (after SIGINT) that ends what
+is left with UNAVAILABLE, and start-up failures.
 
     daemon_test.py --rosettad BIN --shared DIR --source DIR
 """
@@ -96,6 +96,21 @@ def main():
             check(status == health_pb2.HealthCheckResponse.SERVING,
                   f"health of {service or 'the server'!r} is SERVING", status)
 
+        # A watcher (as Kubernetes' or a load balancer's) sees SERVING now, NOT_SERVING at the
+        # drain below.
+        watched = []
+        watch = health.Watch(health_pb2.HealthCheckRequest(service="rosetta.v1.Rosetta"))
+
+        def follow():
+            try:
+                for reply in watch:
+                    watched.append(reply.status)
+            except grpc.RpcError:
+                pass  # the stream ends when the server stops
+
+        watcher = threading.Thread(target=follow, daemon=True)
+        watcher.start()
+
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
         replies = list(reflection.ServerReflectionInfo(iter([
             reflection_pb2.ServerReflectionRequest(list_services=""),
@@ -171,6 +186,14 @@ def main():
                   "health is NOT_SERVING while draining", status)
         except grpc.RpcError as error:
             check(False, "health answers while draining", error)
+        for _ in range(200):
+            if health_pb2.HealthCheckResponse.NOT_SERVING in watched:
+                break
+            time.sleep(0.005)
+        serving, not_serving = (health_pb2.HealthCheckResponse.SERVING,
+                                health_pb2.HealthCheckResponse.NOT_SERVING)
+        check(watched[:1] == [serving] and not_serving in watched,
+              "a health Watch sees SERVING, then NOT_SERVING when the drain starts", watched)
         for c in clients:
             c.join()
         exit_code = daemon.wait(120)
@@ -194,10 +217,12 @@ def main():
             c.start()
         while stub.GetModel(pb.GetModelRequest(), timeout=10).stats.queued_texts == 0:
             time.sleep(0.005)
-        daemon.process.send_signal(signal.SIGTERM)
+        daemon.process.send_signal(signal.SIGINT)  # as SIGTERM (Ctrl-C in a terminal)
         for c in clients:
             c.join(timeout=120)
         exit_code = daemon.wait(120)
+        check("received SIGINT" in "".join(daemon.log) and "drain timeout" in "".join(daemon.log),
+              "SIGINT drains as SIGTERM does", "".join(daemon.log)[-600:])
         outcomes = [r[0] if r else "HUNG" for r in results]
         check(all(o in ("OK", "UNAVAILABLE") for o in outcomes) and "UNAVAILABLE" in outcomes,
               "after the drain timeout every request ended: finished or UNAVAILABLE", outcomes)

@@ -308,6 +308,24 @@ TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
   EXPECT_EQ(stats.queued_texts(), 0);
   EXPECT_EQ(stats.deadline_exceeded(), 1);
   EXPECT_EQ(stats.cancelled(), 1);
+
+  // A stream that its client cancels after its first tokens leaves the batch too.
+  {
+    grpc::ClientContext stream_context;
+    auto reader = stub_->TranslateStream(&stream_context, LongRequest());
+    v1::TranslateStreamResponse message;
+    ASSERT_TRUE(reader->Read(&message));
+    EXPECT_TRUE(message.has_partial());
+    stream_context.TryCancel();
+    while (reader->Read(&message)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  for (int i = 0; i < 200 && (Stats().running_sequences() > 0 || Stats().cancelled() < 2); ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(Stats().running_sequences(), 0);
+  EXPECT_EQ(Stats().cancelled(), 2);
   v1::TranslateRequest quick;
   quick.add_texts("آ ت ز م و ن");
   ASSERT_TRUE(Translate(quick, &response).ok());
@@ -676,7 +694,26 @@ TEST_F(ServerTest, ListsModelsAndEncodes) {
   EXPECT_EQ(list.models(1).quantization(), "int8");
   EXPECT_EQ(list.models(0).kind(), v1::MODEL_KIND_TRANSLATION);
   EXPECT_EQ(list.models(0).embedding_dimension(), 32);
-  EXPECT_EQ(list.models(0).limits().max_texts_per_request(), 128);
+  // What a client needs to know of the model, and the limits it is held to (the defaults).
+  const v1::ModelInfo& aren = list.models(0);
+  EXPECT_EQ(aren.architecture(), "TransformerBase (CTranslate2 binary version 2)");
+  EXPECT_EQ(aren.format(), "ctranslate2");
+  EXPECT_EQ(aren.quantization(), "float32");
+  EXPECT_EQ(aren.source_vocabulary_size(), 51);
+  EXPECT_EQ(aren.target_vocabulary_size(), 43);
+  EXPECT_EQ(aren.encoder_layers(), 6);
+  EXPECT_EQ(aren.decoder_layers(), 6);
+  EXPECT_EQ(aren.batching(), "continuous");
+  EXPECT_EQ(aren.default_options().beam_size(), engine_model_->default_options.beam_size);
+  EXPECT_EQ(aren.default_options().max_length(), 256);
+  EXPECT_EQ(aren.limits().max_texts_per_request(), 128);
+  EXPECT_EQ(aren.limits().max_tokens_per_text(), 512);
+  EXPECT_EQ(aren.limits().max_tokens_per_request(), 16384);
+  EXPECT_EQ(aren.limits().max_decoding_length(), 256);
+  EXPECT_EQ(aren.limits().max_beam_size(), 16);
+  EXPECT_EQ(aren.limits().max_queued_texts(), 1024);
+  EXPECT_EQ(aren.limits().batch_token_budget(), 4096);
+  EXPECT_EQ(aren.limits().max_running_sequences(), 16);  // max(16, 8 x 2 threads)
 
   v1::EncodeRequest request;
   request.add_texts("آ ت ز");
