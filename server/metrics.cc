@@ -151,6 +151,11 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
         "Requests removed from the queue or the batch before they finished.", MetricType::Counter);
     const size_t steps =
         family("rosetta_decoding_steps_total", "Decoding steps run.", MetricType::Counter);
+    const size_t compute_wait = family(
+        "rosetta_compute_wait_seconds_total",
+        "Time the model's worker waited for other models of this daemon to finish their turn on "
+        "the CPUs.",
+        MetricType::Counter);
     const size_t load =
         family("rosetta_model_load_seconds", "Time the model took to load.", MetricType::Gauge);
     const size_t info =
@@ -171,6 +176,7 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
         families[ended].metric.push_back(Value(
             stats.deadline_exceeded, {{"model", served->name}, {"reason", "deadline"}}, true));
         families[steps].metric.push_back(Value(stats.decoding_steps, model, true));
+        families[compute_wait].metric.push_back(Value(stats.compute_wait_seconds, model, true));
         families[load].metric.push_back(Value(served->load_seconds, model, false));
         const bool translates = served->translates();
         families[info].metric.push_back(

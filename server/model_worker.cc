@@ -328,12 +328,21 @@ void ModelWorker::Run() {
     auto rest = [this] { encode_workspace_.pool()->Rest(); };
     std::optional<ComputeGate::Lease> lease;
     if (gate_ != nullptr && (!encode.empty() || !admit.empty() || !BatchEmpty())) {
+      absl::Time wait_start;
       bool waited = false;
       lease.emplace(gate_->Acquire([&] {
+        wait_start = MonotonicNow();
         waited = true;
         rest();
       }));
-      if (waited) SweepRunning(MonotonicNow());  // what ended during the wait leaves first
+      if (waited) {
+        const absl::Time wait_end = MonotonicNow();
+        {
+          absl::MutexLock lock(&mu_);
+          stats_.compute_wait_seconds += absl::ToDoubleSeconds(wait_end - wait_start);
+        }
+        SweepRunning(wait_end);  // what ended during the wait leaves first
+      }
     }
     if (!encode.empty()) RunEncodeBatch(encode);
     if (!admit.empty()) AdmitTexts(admit);

@@ -131,6 +131,8 @@ struct WorkerStats {
   int queued_texts = 0;
   int64_t cache_bytes_in_use = 0;
   int64_t cache_bytes_capacity = 0;
+  // Time spent waiting for another model of the daemon to finish its unit of work (ComputeGate).
+  double compute_wait_seconds = 0;
 };
 
 // Receives the worker's per-batch figures (for metrics). Called on the worker thread: must be

@@ -150,6 +150,8 @@ def main():
                 ('rosetta_model_info{model="aren",quantization="float32"}', 1),
                 ('rosetta_running_sequences{model="aren"}', 0),
                 ('rosetta_queue_capacity_texts{model="aren"}', 1024),
+                # One model: it never waits for another's turn on the CPUs.
+                ('rosetta_compute_wait_seconds_total{model="aren"}', 0),
             ]
             for promql, expected in expectations:
                 value = None

@@ -618,12 +618,14 @@ TEST_F(ModelWorkerTest, WorkersSharingAComputeGateTakeTurns) {
   while (submitted.ok() && compute_gate.Waiting() < 1 && !encoded_before_release.load()) {
     absl::SleepFor(absl::Milliseconds(1));
   }
+  absl::SleepFor(absl::Milliseconds(20));  // a wait long enough to be counted for sure
   released = true;
   hold.Release();
   ASSERT_TRUE(submitted.ok()) << submitted;
   encoded_done.get_future().wait();
   EXPECT_FALSE(encoded_before_release.load());
   EXPECT_TRUE(encode_status.ok()) << encode_status;
+  EXPECT_GE(encoding.Stats().compute_wait_seconds, 0.015);  // rosetta_compute_wait_seconds_total
   translated_done.get_future().wait();
   EXPECT_TRUE(translated.status.ok()) << translated.status;
   ExpectSame(translated.results[0], Alone({5, 6, 7}, GreedyOf(10)));
