@@ -1,6 +1,10 @@
 // Request validation and conversion: UTF-8 checking, option defaults and limits, truncation.
 #include "server/requests.h"
 
+#include <cmath>
+#include <limits>
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/test_util.h"
@@ -82,6 +86,111 @@ TEST_F(RequestsTest, EncodeTruncatesOnlyWhenAsked) {
   ASSERT_TRUE(alone.ok());
   EXPECT_EQ(alone->inputs[0], cut->inputs[0]);
   EXPECT_FALSE(alone->truncated[0]);
+}
+
+// Random requests, valid and not: every one is either prepared within the limits or refused with
+// INVALID_ARGUMENT, never anything else (and, under the sanitizers, never a memory error).
+TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
+  std::mt19937 rng(20261122);
+  auto pick = [&rng](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
+  const std::vector<std::string> letters = {"ب", "ت", "ث", "ج", "ح", "خ", "د", "ذ"};
+  auto random_text = [&]() -> std::string {
+    switch (pick(8)) {
+      case 0:
+        return "";
+      case 1: {  // arbitrary bytes: NULs, invalid UTF-8, control characters
+        std::string bytes(pick(40), '\0');
+        for (char& c : bytes) c = static_cast<char>(pick(256));
+        return bytes;
+      }
+      case 2:
+        return std::string(pick(2000), letters[0][pick(2)]);  // a long run of half-characters
+      default: {                                              // mostly within the limit of 6 tokens
+        std::string text;
+        for (int i = pick(7); i >= 0; --i) text += letters[pick(letters.size())] + " ";
+        return text;
+      }
+    }
+  };
+  const std::vector<int32_t> ints = {
+      std::numeric_limits<int32_t>::min(), -1, 0, 1, 2, 3, 16, 17, 99, 100, 101,
+      std::numeric_limits<int32_t>::max()};
+  const std::vector<float> penalties = {NAN, INFINITY, -INFINITY, -1.0f, 0.0f, 0.6f, 1.0f, 1e30f};
+  int prepared_count = 0;
+  for (int round = 0; round < 3000; ++round) {
+    SCOPED_TRACE(round);
+    const bool encode = pick(3) == 0;
+    const bool tokenized = pick(3) == 0;
+    const int inputs = pick(20) == 0 ? 129 + pick(3) : pick(4);
+    v1::TranslateRequest translate;
+    v1::EncodeRequest embed;
+    for (int i = 0; i < inputs; ++i) {
+      if (tokenized) {
+        v1::TokenList* list = encode ? embed.add_tokenized() : translate.add_tokenized();
+        for (int t = pick(9); t > 0; --t) {
+          list->add_tokens(pick(8) == 0 ? random_text() : letters[pick(letters.size())]);
+        }
+      } else {
+        (encode ? embed.add_texts() : translate.add_texts())->assign(random_text());
+      }
+    }
+    if (pick(8) == 0) (encode ? embed.add_texts() : translate.add_texts())->assign("ب");
+    if (encode) {
+      embed.set_truncate(pick(2));
+      embed.set_normalize(pick(2));
+      absl::StatusOr<PreparedEncode> prepared = PrepareEncode(embed, model(), limits_);
+      if (!prepared.ok()) {
+        EXPECT_TRUE(absl::IsInvalidArgument(prepared.status())) << prepared.status();
+        continue;
+      }
+      ++prepared_count;
+      ASSERT_EQ(prepared->inputs.size(), prepared->truncated.size());
+      for (const auto& input : prepared->inputs) {
+        EXPECT_FALSE(input.empty());
+        EXPECT_LE(static_cast<int>(input.size()), model().max_tokens_per_text);
+      }
+      continue;
+    }
+    v1::TranslateOptions* options = translate.mutable_options();
+    if (pick(4) == 0) options->set_beam_size(ints[pick(ints.size())]);
+    if (pick(4) == 0) options->set_num_hypotheses(ints[pick(ints.size())]);
+    if (pick(4) == 0) options->set_max_length(ints[pick(ints.size())]);
+    if (pick(4) == 0) options->set_min_length(ints[pick(ints.size())]);
+    if (pick(4) == 0) options->set_length_penalty(penalties[pick(penalties.size())]);
+    absl::StatusOr<PreparedTranslation> prepared = PrepareTranslation(translate, model(), limits_);
+    if (!prepared.ok()) {
+      EXPECT_TRUE(absl::IsInvalidArgument(prepared.status())) << prepared.status();
+      EXPECT_FALSE(prepared.status().message().empty());
+      continue;
+    }
+    ++prepared_count;
+    EXPECT_EQ(prepared->sources.size(),
+              static_cast<size_t>(inputs) +
+                  (translate.texts_size() + translate.tokenized_size() - inputs));
+    const int vocabulary = model().model->transformer->source_vocab_size();
+    for (const auto& source : prepared->sources) {
+      EXPECT_FALSE(source.empty());
+      EXPECT_LE(static_cast<int>(source.size()), model().max_tokens_per_text);
+      for (int32_t id : source) {
+        EXPECT_GE(id, 0);
+        EXPECT_LT(id, vocabulary);
+      }
+    }
+    const DecodingOptions& o = prepared->options;
+    EXPECT_GE(o.beam_size, 1);
+    EXPECT_LE(o.beam_size, limits_.max_beam_size);
+    EXPECT_GE(o.num_hypotheses, 1);
+    EXPECT_LE(o.num_hypotheses, o.beam_size);
+    EXPECT_GE(o.max_length, 1);
+    EXPECT_LE(o.max_length, 100);
+    EXPECT_GE(o.min_length, 0);
+    EXPECT_LE(o.min_length, o.max_length);
+    EXPECT_TRUE(std::isfinite(o.length_penalty));
+    EXPECT_GE(o.length_penalty, 0.0f);
+  }
+  // Enough of both outcomes for the test to mean something.
+  EXPECT_GT(prepared_count, 300);
+  EXPECT_LT(prepared_count, 2700);
 }
 
 }  // namespace
