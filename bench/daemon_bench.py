@@ -2,12 +2,16 @@
 """rosettad under load: continuous against static batching, side by side.
 
     /usr/bin/python3 bench/daemon_bench.py --build DIR [--model /tmp/ref/base] [--rounds 3]
-        [--concurrency 1,8,32,64] [--rates 10,20,25] [--workloads greedy,encode] [--max-length 64]
+        [--concurrency 1,8,32,64] [--rates 10,20,25] [--workloads greedy,encode,embed,embed-query]
+        [--max-length 64] [--embedding-model /tmp/minilm]
 
 DIR is a build directory holding server/rosettad and bench/rosetta-loadgen (this script builds
 nothing). The model is the transformer-base-shaped MarianMT checkpoint with random weights that
 bench/compare_translation.py uses (tests/reference/marian_reference.py make-checkpoint --shape
-base --seed 1; written there when missing).
+base --seed 1; written there when missing). The embedding model is a MiniLM-shaped
+sentence-transformers checkpoint with random weights and the real BERT vocabulary of ../shared
+(tests/reference/bert_reference.py make-checkpoint --shape minilm --layout st; written there when
+missing); the daemons load it as `embed` beside `base` when an embed workload is asked for.
 
 Two daemons run for the whole benchmark, one per batching mode (`rosettad --listen 127.0.0.1:0
 --model base=MODEL --batching MODE --threads N`); `rosetta-loadgen` loads one of them at a time,
@@ -20,7 +24,10 @@ Workloads (inputs: English sentences of a newstest file, mixed lengths, sent as 
   every run has the same cap; sentences end at their end-of-sentence token or at the cap
   (--forced-length sets min_length = max_length, every output exactly --max-length tokens, as
   bench/compare_translation.py does);
-- encode: Encode (mean of the encoder's final states), one sentence per request.
+- encode: Encode with the translation model (mean of its encoder's final states), one sentence
+  per request;
+- embed: Encode with the embedding model (its own pooling), one sentence per request;
+- embed-query: the same with the first 3 words of each sentence (short texts, as search queries).
 The requests are the same at every concurrency: request i holds sentence i mod K, and every run
 sends a whole number of passes over the K sentences. Clients = 1 is the "one at a time" baseline.
 
@@ -44,11 +51,14 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TESTSET = ROOT.parent / "shared/data/testsets/wmt/eng-deu/newstest2014.eng"
 MODES = ("continuous", "static")
 WORKLOADS = {
-    # name: (loadgen method, beam size)
-    "greedy": ("translate", 1),
-    "beam4": ("translate", 4),
-    "encode": ("encode", 0),
+    # name: (loadgen method, beam size, model, words kept of each sentence (0: all))
+    "greedy": ("translate", 1, "base", 0),
+    "beam4": ("translate", 4, "base", 0),
+    "encode": ("encode", 0, "base", 0),
+    "embed": ("encode", 0, "embed", 0),
+    "embed-query": ("encode", 0, "embed", 3),
 }
+DEFAULT_VOCAB = ROOT.parent / "shared/models/bert-vocab/vocab.txt"
 
 
 def log(message):
@@ -60,6 +70,13 @@ def ensure_checkpoint(model):
         subprocess.run([sys.executable, str(ROOT / "tests/reference/marian_reference.py"),
                         "make-checkpoint", "--out", model, "--shape", "base", "--seed", "1"],
                        check=True)
+
+
+def ensure_embedding_checkpoint(model, vocab):
+    if not Path(model, "config.json").exists():
+        subprocess.run([sys.executable, str(ROOT / "tests/reference/bert_reference.py"),
+                        "make-checkpoint", "--out", model, "--shape", "minilm", "--layout", "st",
+                        "--vocab", str(vocab)], check=True)
 
 
 def write_inputs(testset, count, path):
@@ -79,12 +96,13 @@ def cpu_seconds(pid):
 
 
 class Daemon:
-    def __init__(self, rosettad, model, mode, threads, extra, log_dir):
+    def __init__(self, rosettad, models, mode, threads, extra, log_dir):
         self.mode = mode
         self.log_path = Path(log_dir, f"rosettad-{mode}.log")
         self.log_file = open(self.log_path, "w")
-        cmd = [rosettad, "--listen", "127.0.0.1:0", "--model", f"base={model}",
-               "--batching", mode, "--threads", str(threads)]
+        cmd = [rosettad, "--listen", "127.0.0.1:0", "--batching", mode, "--threads", str(threads)]
+        for name, path in models.items():
+            cmd += ["--model", f"{name}={path}"]
         # Two daemons run at once: their Prometheus endpoints need ports of their own.
         if "--metrics_listen" in subprocess.run([rosettad, "--help"], capture_output=True,
                                                 text=True).stdout:
@@ -128,9 +146,10 @@ OPEN_LOOP_THREADS = 256
 
 def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path, warmup=None,
                 rate=0):
-    method, beam = WORKLOADS[workload]
-    cmd = [loadgen, "--address", daemon.address, "--model", "base", "--method", method,
-           "--inputs", str(inputs_path), "--concurrency", str(clients),
+    method, beam, model, words = WORKLOADS[workload]
+    inputs = inputs_path if not words else Path(inputs_path).with_suffix(f".{words}-words.txt")
+    cmd = [loadgen, "--address", daemon.address, "--model", model, "--method", method,
+           "--inputs", str(inputs), "--concurrency", str(clients),
            "--requests", str(requests), "--warmup",
            str(max(2, clients) if warmup is None else warmup), "--json"]
     if rate > 0:
@@ -152,8 +171,12 @@ def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path,
 def requests_for(workload, clients, sentences, args):
     """A whole number of passes over the sentences, at least --requests-per-client per client
     (enough for the closed loop to spend most of the run at full concurrency)."""
-    per_client = args.encode_requests_per_client if workload == "encode" else args.requests_per_client
-    passes = max(1, -(-clients * per_client // sentences))
+    encodes = WORKLOADS[workload][0] == "encode"
+    per_client = args.encode_requests_per_client if encodes else args.requests_per_client
+    # Encode requests take milliseconds: at least --encode-min-requests, so that no run is a
+    # fraction of a second.
+    wanted = max(clients * per_client, args.encode_min_requests if encodes else 0)
+    passes = max(1, -(-wanted // sentences))
     return passes * sentences
 
 
@@ -222,16 +245,22 @@ def fmt_ms(ms):
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
+def title_of(workload, args):
+    method, beam, model, words = WORKLOADS[workload]
+    if method == "translate":
+        return (f"Translate, {'greedy' if beam == 1 else f'beam {beam}'}, max_length "
+                f"{args.max_length}{' (forced: min_length = max_length)' if args.forced_length else ''}")
+    if model == "base":
+        return "Encode (the translation model's encoder)"
+    return (f"Encode, embedding model ({Path(args.embedding_model).name})"
+            + (f", the first {words} words of each sentence" if words else ""))
+
+
 def print_tables(results, workloads, concurrencies, args):
     for workload in workloads:
-        method, beam = WORKLOADS[workload]
-        if method == "translate":
-            title = (f"Translate, {'greedy' if beam == 1 else f'beam {beam}'}, max_length "
-                     f"{args.max_length}{' (forced: min_length = max_length)' if args.forced_length else ''}")
-            batch_column = "rows/step"
-        else:
-            title = "Encode"
-            batch_column = "texts/batch"
+        method = WORKLOADS[workload][0]
+        title = title_of(workload, args)
+        batch_column = "rows/step" if method == "translate" else "texts/batch"
         print(f"\n#### {title}\n")
         # One text per request: texts/s = requests/s.
         header = ["clients", "batching", "requests", "requests/s"]
@@ -277,11 +306,9 @@ def print_tables(results, workloads, concurrencies, args):
 
 def print_open_loop_tables(results, workloads, rates, args):
     for workload in workloads:
-        method, beam = WORKLOADS[workload]
-        if method != "translate" or not rates:
+        if WORKLOADS[workload][0] != "translate" or not rates:
             continue
-        print(f"\n#### Open loop: Translate, {'greedy' if beam == 1 else f'beam {beam}'}, "
-              f"max_length {args.max_length}\n")
+        print(f"\n#### Open loop: {title_of(workload, args)}\n")
         header = ["offered requests/s", "batching", "requests", "requests/s", "p50 ms", "p95 ms",
                   "p99 ms", "max ms", "rows/step", "ms/step", "server CPU", "errors"]
         print_header(header)
@@ -311,9 +338,12 @@ def main():
                    help="build directory with server/rosettad and bench/rosetta-loadgen")
     p.add_argument("--rosettad", help="daemon binary (default: BUILD/server/rosettad)")
     p.add_argument("--model", default="/tmp/ref/base")
+    p.add_argument("--embedding-model", default="/tmp/minilm",
+                   help="for the embed workloads (MiniLM-shaped, written there when missing)")
     p.add_argument("--testset", default=str(DEFAULT_TESTSET))
     p.add_argument("--sentences", type=int, default=64, help="distinct sentences (K)")
-    p.add_argument("--workloads", default="greedy,encode", help=f"of {','.join(WORKLOADS)}")
+    p.add_argument("--workloads", default="greedy,encode,embed,embed-query",
+                   help=f"of {','.join(WORKLOADS)}")
     p.add_argument("--concurrency", default="1,8,32,64")
     p.add_argument("--rates", default="10,20,25",
                    help="open-loop rates, requests/s (translation workloads; empty: none)")
@@ -325,6 +355,7 @@ def main():
     p.add_argument("--requests-per-client", type=int, default=6,
                    help="translation: at least this many requests per client per run")
     p.add_argument("--encode-requests-per-client", type=int, default=24)
+    p.add_argument("--encode-min-requests", type=int, default=768)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--daemon-args", default="", help="extra rosettad flags, space-separated")
     p.add_argument("--work-dir", default="/tmp/rosetta-daemon-bench")
@@ -358,17 +389,24 @@ def main():
     concurrencies = [int(c) for c in args.concurrency.split(",") if c]
     rates = [float(r) for r in args.rates.split(",") if r]
     ensure_checkpoint(args.model)
+    models = {"base": args.model}
+    if any(WORKLOADS[w][2] == "embed" for w in workloads):
+        ensure_embedding_checkpoint(args.embedding_model, DEFAULT_VOCAB)
+        models["embed"] = args.embedding_model
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     inputs_path = work / "inputs.txt"
     sentences = write_inputs(args.testset, args.sentences, inputs_path)
+    for words in {WORKLOADS[w][3] for w in workloads} - {0}:
+        inputs_path.with_suffix(f".{words}-words.txt").write_text(
+            "".join(" ".join(s.split()[:words]) + "\n" for s in sentences), encoding="utf-8")
     words = sorted(len(s.split()) for s in sentences)
     log(f"{len(sentences)} sentences from {args.testset}: {words[0]} to {words[-1]} words, "
         f"median {statistics.median(words)}")
 
     started = time.monotonic()
     load_before = os.getloadavg()
-    daemons = {mode: Daemon(rosettad, args.model, mode, args.threads, args.daemon_args.split(), work)
+    daemons = {mode: Daemon(rosettad, models, mode, args.threads, args.daemon_args.split(), work)
                for mode in MODES}
     results = {}
     records = []
