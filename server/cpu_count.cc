@@ -73,6 +73,7 @@ std::optional<int> CgroupCpuLimit(absl::string_view proc_self_cgroup, const File
     // not exist under the mount (a container without its own cgroup namespace sees the host's
     // path, with its own cgroup mounted at the root) just has no files until the root.
     std::string dir(absl::StripSuffix(absl::StripAsciiWhitespace(fields[2]), "/"));
+    if (!dir.empty() && dir[0] != '/') continue;  // the kernel writes absolute paths
     for (;;) {
       const std::string base = absl::StrCat(root, dir, "/");
       if (v2) {

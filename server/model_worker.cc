@@ -167,9 +167,10 @@ WorkerStats ModelWorker::Stats() const {
 }
 
 absl::Status ModelWorker::Expired(const Job& job, absl::Time now) const {
-  // gRPC also cancels a call whose deadline passes, by its own clock: a cancellation within a
-  // few milliseconds of the deadline is the deadline's.
-  constexpr absl::Duration kClockSkew = absl::Milliseconds(5);
+  // gRPC also cancels a call whose deadline passes, and the client's cancellation can arrive
+  // before the server's own timer fires (the server's deadline counts from when it received the
+  // call): a cancellation close to the deadline is the deadline's.
+  constexpr absl::Duration kClockSkew = absl::Milliseconds(100);
   const bool cancelled = job.cancelled.load();
   if (now >= job.deadline || (cancelled && now + kClockSkew >= job.deadline)) {
     return absl::DeadlineExceededError("the request's deadline passed before it finished");
@@ -328,10 +329,9 @@ void ModelWorker::Run() {
     auto rest = [this] { encode_workspace_.pool()->Rest(); };
     std::optional<ComputeGate::Lease> lease;
     if (gate_ != nullptr && (!encode.empty() || !admit.empty() || !BatchEmpty())) {
-      absl::Time wait_start;
+      const absl::Time wait_start = MonotonicNow();
       bool waited = false;
       lease.emplace(gate_->Acquire([&] {
-        wait_start = MonotonicNow();
         waited = true;
         rest();
       }));

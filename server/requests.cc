@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <string>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/decoding.h"
@@ -13,6 +14,23 @@ namespace {
 
 // Bytes allowed per token before tokenizing: bounds the work spent on a text that will be refused.
 constexpr int64_t kMaxBytesPerToken = 64;
+
+// The start of `text` up to a token boundary at or after byte `bytes`: ASCII whitespace (and, for
+// `at_punctuation`, ASCII punctuation, where BERT's tokenizer splits too) within the next 1 KiB;
+// failing that, a character boundary (a word of over 1 KiB is cut).
+absl::string_view PrefixAtBoundary(absl::string_view text, size_t bytes, bool at_punctuation) {
+  if (text.size() <= bytes) return text;
+  const size_t end = std::min(text.size(), bytes + 1024);
+  for (size_t i = bytes; i < end; ++i) {
+    const unsigned char c = text[i];
+    if (absl::ascii_isspace(c) || (at_punctuation && absl::ascii_ispunct(c))) {
+      return text.substr(0, i);
+    }
+  }
+  size_t i = bytes;
+  while (i > 0 && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80) --i;
+  return text.substr(0, i);
+}
 
 // The shared part of both requests: count, then each input is valid and within the limits.
 // `max_tokens` >= 0 cuts inputs to that many tokens instead of failing.
@@ -65,8 +83,9 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
     bool cut = false;  // tokens were dropped
     if (has_texts) {
       const std::string& text = request.texts(i);
-      // A text to be cut is tokenized whole (the message size bounds it), so that it keeps
-      // exactly the tokens a longer limit would begin with.
+      // A text to be cut is tokenized by prefixes that end at a token boundary, from the byte
+      // limit and doubling, until one gives more tokens than are kept or is the whole text: the
+      // tokens kept are the whole text's first ones, at a cost set by them, not by the text.
       if (!truncate && static_cast<int64_t>(text.size()) > max_bytes) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, " is ", text.size(), " bytes; the limit is ", max_bytes, " (",
@@ -79,10 +98,17 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
       if (!served.translates()) {
         // The embedding model's own tokenizer (WordPiece, ...) with its special tokens.
         bool cut = false;
-        absl::StatusOr<std::vector<int32_t>> ids =
-            served.embedder->Tokenize(text, /*truncate=*/true, &cut);
-        if (!ids.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
+        absl::StatusOr<std::vector<int32_t>> ids;
+        for (size_t bytes = max_bytes;; bytes *= 2) {
+          const absl::string_view part =
+              truncate ? PrefixAtBoundary(text, bytes, /*at_punctuation=*/true) : text;
+          ids = served.embedder->Tokenize(part, /*truncate=*/true, &cut);
+          if (!ids.ok()) {
+            return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
+          }
+          if (part.size() == text.size() || cut || static_cast<int>(ids->size()) > max_tokens) {
+            break;
+          }
         }
         if ((cut || static_cast<int>(ids->size()) > max_tokens) && !truncate) {
           return absl::InvalidArgumentError(absl::StrCat(name, " has more than ", max_tokens,
@@ -99,11 +125,17 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
         continue;
       }
       const TranslationModel& model = *served.model;
-      absl::StatusOr<std::vector<std::string>> pieces = model.codec->Tokenize(text);
-      if (!pieces.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
+      for (size_t bytes = max_bytes;; bytes *= 2) {
+        // SentencePiece's pieces may hold punctuation, never whitespace.
+        const absl::string_view part =
+            truncate ? PrefixAtBoundary(text, bytes, /*at_punctuation=*/false) : text;
+        absl::StatusOr<std::vector<std::string>> pieces = model.codec->Tokenize(part);
+        if (!pieces.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
+        }
+        tokens = std::move(*pieces);
+        if (part.size() == text.size() || static_cast<int>(tokens.size()) > max_tokens) break;
       }
-      tokens = std::move(*pieces);
       if (tokens.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(name, " is empty (no tokens)"));
       }

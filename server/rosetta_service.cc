@@ -24,7 +24,8 @@ absl::Time DeadlineOf(const grpc::CallbackServerContext* context) {
   if (deadline >= std::chrono::system_clock::time_point::max() - std::chrono::hours(24 * 365)) {
     return absl::InfiniteFuture();
   }
-  return MonotonicNow() + (absl::FromChrono(deadline) - absl::Now());
+  const absl::Time now = MonotonicNow();
+  return now + (absl::FromChrono(deadline) - absl::Now());
 }
 
 // Runs a cancellation action when the client cancels (or the deadline passes), also if that

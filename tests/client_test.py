@@ -137,7 +137,7 @@ def main():
 
     daemon = Daemon(args.rosettad, "--model", f"{MODEL_NAME}={model_dir}", "--threads", "2")
     try:
-        daemon.serving.wait(180)
+        daemon.wait_serving(180)
         address = daemon.address
         if not check(address is not None, "rosettad prints 'rosettad: serving on ADDRESS'",
                      "".join(daemon.log)):

@@ -119,6 +119,9 @@ TEST(CpuCountTest, TakesTheTightestQuotaOfTheCgroupAndItsParents) {
   EXPECT_EQ(CgroupCpuLimit("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n", read), 1);
   EXPECT_EQ(CgroupCpuLimit("4:memory:/docker/abc\n", read), std::nullopt);  // no cpu controller
   EXPECT_EQ(CgroupCpuLimit("garbage\n", read), std::nullopt);
+  EXPECT_EQ(CgroupCpuLimit("0::relative/path\n", read), std::nullopt);  // not the kernel's form
+  files = {{"/sys/fs/cgroup/cpu.max", "100000 100000"}};
+  EXPECT_EQ(CgroupCpuLimit("0::/a//b/\n", read), 1);
 }
 
 }  // namespace

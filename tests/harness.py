@@ -29,7 +29,9 @@ class Daemon:
         self.log = []
         self.address = None
         self.serving = threading.Event()
-        threading.Thread(target=self._read, daemon=True).start()
+        self._settled = threading.Event()  # serving, or its stderr ended (it exited)
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
 
     def _read(self):
         for line in self.process.stderr:
@@ -37,16 +39,26 @@ class Daemon:
             if "serving on " in line:
                 self.address = line.rsplit("serving on ", 1)[1].split()[0]
                 self.serving.set()
+                self._settled.set()
+        self._settled.set()
+
+    def wait_serving(self, timeout=60):
+        """Whether it reports serving within `timeout` s; False at once if it exits first."""
+        self._settled.wait(timeout)
+        return self.serving.is_set()
 
     def wait(self, timeout=60):
-        return self.process.wait(timeout=timeout)
+        """The exit status, once the process has ended and all its log has been read."""
+        status = self.process.wait(timeout=timeout)
+        self._reader.join(timeout)
+        return status
 
     def stop(self, timeout=60):
         """SIGTERM, then the exit status (None if it had to be killed)."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
-            return self.process.wait(timeout)
+            return self.wait(timeout)
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()

@@ -36,7 +36,7 @@ def main():
 
     daemon = Daemon(args.rosettad, "--model", f"aren={model}", "--threads", "2")
     try:
-        if not check(daemon.serving.wait(60), "rosettad serves", "".join(daemon.log)):
+        if not check(daemon.wait_serving(60), "rosettad serves", "".join(daemon.log)):
             return 1
         address = daemon.address
         with tempfile.TemporaryDirectory() as tmp:

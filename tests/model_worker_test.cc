@@ -420,7 +420,7 @@ TEST_F(ModelWorkerTest, GreedyTokensAreStreamedAsDecoded) {
   // Cut at max_length: the last token (decoded in the sentence's final step) is streamed too.
   Outcome cut_outcome;
   std::promise<void> cut_done;
-  auto cut = MakeJob({{14, 15, 16, 17, 18}}, GreedyUpTo(3), cut_outcome, cut_done);
+  auto cut = MakeJob({{14, 15, 16, 17, 18}}, GreedyOf(3), cut_outcome, cut_done);
   cut->stream_tokens = true;
   ASSERT_TRUE(worker.Submit(cut).ok());
   cut_done.get_future().wait();

@@ -95,7 +95,7 @@ TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
   auto pick = [&rng](int n) { return std::uniform_int_distribution<int>(0, n - 1)(rng); };
   const std::vector<std::string> letters = {"ب", "ت", "ث", "ج", "ح", "خ", "د", "ذ"};
   auto random_text = [&]() -> std::string {
-    switch (pick(8)) {
+    switch (pick(9)) {
       case 0:
         return "";
       case 1: {  // arbitrary bytes: NULs, invalid UTF-8, control characters
@@ -105,7 +105,12 @@ TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
       }
       case 2:
         return std::string(pick(2000), letters[0][pick(2)]);  // a long run of half-characters
-      default: {                                              // mostly within the limit of 6 tokens
+      case 3: {  // valid, and long: past the byte limit at times (64 x 6 tokens)
+        std::string text;
+        for (int i = pick(3000); i >= 0; --i) text += letters[pick(letters.size())] + " ";
+        return text;
+      }
+      default: {  // mostly within the limit of 6 tokens
         std::string text;
         for (int i = pick(7); i >= 0; --i) text += letters[pick(letters.size())] + " ";
         return text;
@@ -117,6 +122,7 @@ TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
       std::numeric_limits<int32_t>::max()};
   const std::vector<float> penalties = {NAN, INFINITY, -INFINITY, -1.0f, 0.0f, 0.6f, 1.0f, 1e30f};
   int prepared_count = 0;
+  int truncated_count = 0;
   for (int round = 0; round < 3000; ++round) {
     SCOPED_TRACE(round);
     const bool encode = pick(3) == 0;
@@ -144,10 +150,19 @@ TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
         continue;
       }
       ++prepared_count;
-      ASSERT_EQ(prepared->inputs.size(), prepared->truncated.size());
-      for (const auto& input : prepared->inputs) {
+      ASSERT_EQ(prepared->inputs.size(),
+                static_cast<size_t>(embed.texts_size() + embed.tokenized_size()));
+      ASSERT_EQ(prepared->truncated.size(), prepared->inputs.size());
+      for (size_t i = 0; i < prepared->inputs.size(); ++i) {
+        const auto& input = prepared->inputs[i];
         EXPECT_FALSE(input.empty());
         EXPECT_LE(static_cast<int>(input.size()), model().max_tokens_per_text);
+        // Cut to exactly the limit, and only when asked to.
+        if (prepared->truncated[i]) {
+          ++truncated_count;
+          EXPECT_TRUE(embed.truncate());
+          EXPECT_EQ(static_cast<int>(input.size()), model().max_tokens_per_text);
+        }
       }
       continue;
     }
@@ -190,6 +205,7 @@ TEST_F(RequestsTest, RandomRequestsArePreparedWithinLimitsOrRefused) {
   }
   // Enough of both outcomes for the test to mean something.
   EXPECT_GT(prepared_count, 300);
+  EXPECT_GT(truncated_count, 20);
   EXPECT_LT(prepared_count, 2700);
 }
 

@@ -276,12 +276,16 @@ TEST_F(ServerTest, ShortRequestOvertakesLongOneWithContinuousBatching) {
 }
 
 TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
-  StartServer(Options());
-  // Deadline: 250 steps do not fit in 20 ms... unless the machine is very fast; then the
-  // request is simply OK, which is not what this test is about, so use more work.
+  DaemonOptions options = Options();
+  options.batching.max_decoding_length = 1024;
+  StartServer(options);
+  // 8 sentences of 4 beams for 1024 steps: hundreds of milliseconds, while the deadline is 20 ms
+  // and each cancellation below is sent once the request runs.
   v1::TranslateRequest slow = LongRequest();
   for (int i = 0; i < 7; ++i) slow.add_texts(RandomTexts(1, 20, 10 + i)[0]);
   slow.mutable_options()->set_beam_size(4);
+  slow.mutable_options()->set_min_length(1024);
+  slow.mutable_options()->set_max_length(1024);
   v1::TranslateResponse response;
   grpc::Status status = Translate(slow, &response, absl::Milliseconds(20));
   EXPECT_EQ(status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << status.error_message();
@@ -309,14 +313,13 @@ TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
   EXPECT_EQ(stats.deadline_exceeded(), 1);
   EXPECT_EQ(stats.cancelled(), 1);
 
-  // A stream that its client cancels after its first tokens leaves the batch too.
+  // A stream that its client cancels while it decodes leaves the batch too.
   {
     grpc::ClientContext stream_context;
-    auto reader = stub_->TranslateStream(&stream_context, LongRequest());
-    v1::TranslateStreamResponse message;
-    ASSERT_TRUE(reader->Read(&message));
-    EXPECT_TRUE(message.has_partial());
+    auto reader = stub_->TranslateStream(&stream_context, slow);
+    while (Stats().running_sequences() == 0) absl::SleepFor(absl::Milliseconds(1));
     stream_context.TryCancel();
+    v1::TranslateStreamResponse message;
     while (reader->Read(&message)) {
     }
     EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
@@ -335,17 +338,29 @@ TEST_F(ServerTest, DeadlineAndCancellationFreeTheBatch) {
 TEST_F(ServerTest, FullQueueAnswersResourceExhausted) {
   DaemonOptions options = Options();
   options.batching.max_queued_texts = 2;
-  options.batching.max_running_sequences = 1;
+  options.batching.max_running_sequences = 16;
+  options.batching.max_decoding_length = 1024;
   options.limits.max_texts_per_request = 2;
   StartServer(options);
+  // The queue stays full while this request decodes (16 beams of a 300-token source for 1024
+  // steps: far longer than the checks below take); it is cancelled once they are done.
+  grpc::ClientContext long_context;
   std::thread long_client([&] {
+    v1::TranslateRequest request =
+        LongRequest(RandomTexts(1, 1, 3)[0] + " " + absl::StrJoin(RandomTexts(299, 1, 4), " "));
+    request.mutable_options()->set_beam_size(16);
+    request.mutable_options()->set_min_length(1024);
+    request.mutable_options()->set_max_length(1024);
     v1::TranslateResponse response;
-    EXPECT_TRUE(Translate(LongRequest(), &response).ok());
+    const grpc::Status status = stub_->Translate(&long_context, request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::CANCELLED) << status.error_message();
   });
   while (Stats().running_sequences() == 0) absl::SleepFor(absl::Milliseconds(1));
-  // Two texts wait (the queue's limit); a third does not fit.
+  // Two texts wait (the queue's limit: the batch has no beams left for them); a third does not
+  // fit.
   v1::TranslateRequest waiting = LongRequest();
   waiting.add_texts("ج ح");
+  waiting.mutable_options()->set_beam_size(16);
   std::thread waiting_client([&] {
     v1::TranslateResponse response;
     EXPECT_TRUE(Translate(waiting, &response).ok());
@@ -385,11 +400,17 @@ TEST_F(ServerTest, FullQueueAnswersResourceExhausted) {
   empty.add_texts("");
   status = Translate(empty, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(Stats().queued_texts(), 2);  // the queue was full throughout
+  long_context.TryCancel();
   long_client.join();
   waiting_client.join();
   EXPECT_EQ(Stats().rejected_queue_full(), 3);
   ASSERT_TRUE(Translate(extra, &response).ok());  // served once there is room
-  // Options that could never fit this batch are refused instead of waiting forever.
+
+  // Options that could never fit the batch are refused instead of waiting forever.
+  server_->Drain();
+  options.batching.max_running_sequences = 1;
+  StartServer(options);
   extra.mutable_options()->set_beam_size(2);
   status = Translate(extra, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
@@ -804,6 +825,24 @@ TEST_F(ServerTest, ServesAnEmbeddingModel) {
   ASSERT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(response.embeddings(0).truncated());
   EXPECT_EQ(response.embeddings(0).tokens(), info.limits().max_tokens_per_text());
+  // Far past the bytes allowed without truncation (words split by punctuation only, then one
+  // 100 KB word): cut to the same first tokens as the engine cuts the whole text to.
+  std::string far;
+  for (int i = 0; i < 20000; ++i) far += "word,";
+  far += std::string(100000, 'y');
+  auto far_ids = (*engine)->Tokenize(far, /*truncate=*/true, nullptr);
+  ASSERT_TRUE(far_ids.ok());
+  ASSERT_EQ(static_cast<int>(far_ids->size()), info.limits().max_tokens_per_text());
+  std::vector<float> far_expected((*engine)->dimension());
+  (*engine)->Embed(std::span(&*far_ids, 1), workspace, far_expected.data());
+  long_text.set_texts(0, far);
+  grpc::ClientContext context5;
+  status = stub_->Encode(&context5, long_text, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(response.embeddings(0).truncated());
+  for (int j = 0; j < (*engine)->dimension(); ++j) {
+    ASSERT_NEAR(response.embeddings(0).values(j), far_expected[j], 1e-5);
+  }
 }
 
 TEST_F(ServerTest, ServesEveryModelOfAModelsDirectory) {
