@@ -19,7 +19,6 @@ CTranslate2 would do on the machine as it is now, for a GEMM-bound engine on the
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
