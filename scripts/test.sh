@@ -34,7 +34,7 @@ if [[ "${ROSETTA_SKIP_SANITIZERS:-0}" != "1" ]]; then
   stage "tests (ASan+UBSan)"
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir build-sanitize --output-on-failure -j "$jobs" --timeout 2400 \
-      -LE 'slow|docker|deploy'  # the image and the manifests: once, in the optimised build
+      -LE 'slow|docker|deploy|external'  # the image, the manifests, third-party clients: once, in the optimised build
   stage_done "tests (ASan+UBSan)"
 fi
 echo "=== all tests passed"

@@ -89,6 +89,12 @@ def main():
         if not check(daemon.wait_serving(60), "rosettad reports that it serves", "".join(daemon.log)):
             daemon.process.kill()
             return 1
+        startup = "".join(daemon.log)
+        check(f'loaded translation model "aren" from {model}' in startup and
+              "float32 weights" in startup and "limits per request: 128 texts" in startup and
+              "per model: 1024 queued texts" in startup and
+              f"serving on {daemon.address}" in startup,
+              "the log says what was loaded, the limits and where it listens", startup)
         channel = grpc.insecure_channel(daemon.address)
         health = health_pb2_grpc.HealthStub(channel)
         for service in ("", "rosetta.v1.Rosetta"):
@@ -126,14 +132,21 @@ def main():
         raw = channel.unary_unary("/rosetta.v1.Rosetta/Translate",
                                   request_serializer=lambda b: b,
                                   response_deserializer=lambda b: b)
-        try:
-            raw(b"\x12\x80\x80\x80\x80\x10", timeout=10)
-            check(False, "a malformed message is refused")
-        except grpc.RpcError as error:
-            check(error.code() == grpc.StatusCode.INVALID_ARGUMENT and
-                  "malformed request" in error.details(),
-                  "a malformed message gets INVALID_ARGUMENT naming the problem",
-                  f"{error.code()} {error.details()}")
+        raw_stream = channel.unary_stream("/rosetta.v1.Rosetta/TranslateStream",
+                                          request_serializer=lambda b: b,
+                                          response_deserializer=lambda b: b)
+        def stream_call(request, timeout):
+            return list(raw_stream(request, timeout=timeout))
+
+        for name, call in (("Translate", raw), ("TranslateStream", stream_call)):
+            try:
+                call(b"\x12\x80\x80\x80\x80\x10", timeout=10)
+                check(False, f"a malformed {name} message is refused")
+            except grpc.RpcError as error:
+                check(error.code() == grpc.StatusCode.INVALID_ARGUMENT and
+                      "malformed request" in error.details(),
+                      f"a malformed {name} message gets INVALID_ARGUMENT naming the problem",
+                      f"{error.code()} {error.details()}")
 
         stub = rpc.RosettaStub(channel)
         # 24 requests of 8 sentences x beam 4, forced to 250 tokens: more beams than the batch

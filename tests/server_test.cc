@@ -595,19 +595,28 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
   valid.SerializeToString(&bytes);
   const std::vector<std::string> wire = {bytes.substr(0, bytes.size() - 2), "\xff\xff\xff\xff",
                                          std::string("\x12\x80\x80\x80\x80\x10", 6)};
-  for (const std::string& payload : wire) {
-    grpc::ClientContext context;
-    grpc::Slice slice(payload);
-    grpc::ByteBuffer request(&slice, 1);
-    grpc::ByteBuffer reply;
-    std::promise<grpc::Status> done;
-    generic.UnaryCall(&context, "/rosetta.v1.Rosetta/Translate", grpc::StubOptions(), &request,
-                      &reply, [&done](grpc::Status s) { done.set_value(s); });
-    grpc::Status status = done.get_future().get();
-    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
-    EXPECT_THAT(
-        status.error_message(),
-        HasSubstr("malformed request: the bytes are not a valid rosetta.v1.TranslateRequest"));
+  // Every unary method (TranslateStream's are in tests/daemon_test.py).
+  const std::vector<std::pair<std::string, std::string>> methods = {
+      {"Translate", "TranslateRequest"},
+      {"Encode", "EncodeRequest"},
+      {"GetModel", "GetModelRequest"},
+      {"ListModels", "ListModelsRequest"}};
+  for (const auto& [method, message] : methods) {
+    for (const std::string& payload : wire) {
+      grpc::ClientContext context;
+      grpc::Slice slice(payload);
+      grpc::ByteBuffer request(&slice, 1);
+      grpc::ByteBuffer reply;
+      std::promise<grpc::Status> done;
+      generic.UnaryCall(&context, "/rosetta.v1.Rosetta/" + method, grpc::StubOptions(), &request,
+                        &reply, [&done](grpc::Status s) { done.set_value(s); });
+      grpc::Status status = done.get_future().get();
+      EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT)
+          << method << ": " << status.error_message();
+      EXPECT_THAT(status.error_message(),
+                  HasSubstr("malformed request: the bytes are not a valid rosetta.v1." + message))
+          << method;
+    }
   }
 
   // A message over --max_message_bytes: gRPC refuses it before the service sees it.
