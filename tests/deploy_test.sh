@@ -25,15 +25,7 @@ done
 source_dir=$(cd "$source_dir" && pwd)
 mkdir -p "$work" && work=$(cd "$work" && pwd)
 
-passed=0 failed=0
-check() {  # check STATUS WHAT [DETAILS]
-  if [[ $1 == 0 ]]; then
-    echo "PASS: $2"; passed=$((passed + 1))
-  else
-    echo "FAIL: $2"; failed=$((failed + 1))
-    [[ -n ${3:-} ]] && printf '%s\n' "$3" | sed 's/^/  /'
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check STATUS WHAT [DETAILS]
 finish() {
   echo "deploy_test: $passed passed, $failed failed"
   exit $(( failed > 0 ))

@@ -23,15 +23,7 @@ done
 mkdir -p "$work" && work=$(cd "$work" && pwd)
 readonly BUF_VERSION=1.75.0
 
-passed=0 failed=0
-check() {  # check STATUS WHAT [DETAILS]
-  if [[ $1 == 0 ]]; then
-    echo "PASS: $2"; passed=$((passed + 1))
-  else
-    echo "FAIL: $2"; failed=$((failed + 1))
-    [[ -n ${3:-} ]] && printf '%s\n' "$3" | sed 's/^/  /'
-  fi
-}
+source "$(dirname "${BASH_SOURCE[0]}")/check.sh"  # check STATUS WHAT [DETAILS]
 daemon_pid=""
 finish() {
   [[ -n $daemon_pid ]] && kill "$daemon_pid" 2>/dev/null
