@@ -169,7 +169,8 @@ const std::vector<Flag>& Flags() {
                   "Seconds that requests in flight get to finish after SIGTERM "
                   "or SIGINT. Default 30.",
                   1.0, [](DaemonOptions& o) -> absl::Duration& { return o.drain_timeout; }),
-      IntFlag("max_message_bytes", "Largest gRPC message accepted or sent. Default 4194304.", 1024,
+      IntFlag("max_message_bytes",
+              "Largest request accepted (responses are not capped). Default 4194304.", 1024,
               [](DaemonOptions& o) -> int& { return o.max_message_bytes; }),
   };
   return *flags;

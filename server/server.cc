@@ -34,7 +34,9 @@ absl::Status Server::Start() {
   builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
   builder.RegisterService(&service_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
-  builder.SetMaxSendMessageSize(options_.max_message_bytes);
+  // Responses are not capped (gRPC's default): one is built in full before it is sent, so a cap
+  // would only fail a request after its work. The client's own receive limit applies.
+  builder.SetMaxSendMessageSize(-1);
   // Streams a single connection may keep open at once: bounds what one client can hold.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
   server_ = builder.BuildAndStart();

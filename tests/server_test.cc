@@ -631,6 +631,22 @@ TEST_F(ServerTest, BadInputGetsClearErrorsAndDisturbsNoOne) {
   ASSERT_TRUE(Translate(valid, &response).ok());
 }
 
+// --max_message_bytes bounds requests, not responses: an answer larger than it is delivered
+// (to a client that accepts it) rather than failed after the work.
+TEST_F(ServerTest, ResponsesMayBeLargerThanTheRequestLimit) {
+  DaemonOptions options = Options();
+  options.max_message_bytes = 1024;
+  StartServer(options);
+  v1::EncodeRequest request;
+  for (const std::string& text : RandomTexts(20, 5, 9)) request.add_texts(text);
+  v1::EncodeResponse response;
+  grpc::ClientContext context;
+  const grpc::Status status = stub_->Encode(&context, request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.embeddings_size(), 20);
+  EXPECT_GT(response.ByteSizeLong(), 2 * 1024u);  // 20 x 32 floats
+}
+
 TEST_F(ServerTest, StreamsResultsAndTokens) {
   StartServer(Options());
   v1::TranslateRequest request;
