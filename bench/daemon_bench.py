@@ -79,6 +79,11 @@ def ensure_embedding_checkpoint(model, vocab):
                         "--vocab", str(vocab)], check=True)
 
 
+def inputs_file(inputs_path, words):
+    """The inputs of a workload: the sentences, or (words > 0) their first `words` words."""
+    return Path(inputs_path) if not words else Path(inputs_path).with_suffix(f".{words}-words.txt")
+
+
 def write_inputs(testset, count, path):
     """K sentences spread evenly over the test set (its mix of lengths), one per line."""
     lines = [line.strip() for line in Path(testset).read_text(encoding="utf-8").splitlines()]
@@ -147,7 +152,7 @@ OPEN_LOOP_THREADS = 256
 def run_loadgen(loadgen, daemon, workload, clients, requests, args, inputs_path, warmup=None,
                 rate=0):
     method, beam, model, words = WORKLOADS[workload]
-    inputs = inputs_path if not words else Path(inputs_path).with_suffix(f".{words}-words.txt")
+    inputs = inputs_file(inputs_path, words)
     cmd = [loadgen, "--address", daemon.address, "--model", model, "--method", method,
            "--inputs", str(inputs), "--concurrency", str(clients),
            "--requests", str(requests), "--warmup",
@@ -398,7 +403,7 @@ def main():
     inputs_path = work / "inputs.txt"
     sentences = write_inputs(args.testset, args.sentences, inputs_path)
     for words in {WORKLOADS[w][3] for w in workloads} - {0}:
-        inputs_path.with_suffix(f".{words}-words.txt").write_text(
+        inputs_file(inputs_path, words).write_text(
             "".join(" ".join(s.split()[:words]) + "\n" for s in sentences), encoding="utf-8")
     words = sorted(len(s.split()) for s in sentences)
     log(f"{len(sentences)} sentences from {args.testset}: {words[0]} to {words[-1]} words, "

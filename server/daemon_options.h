@@ -38,7 +38,7 @@ struct DaemonOptions {
   BatchingOptions batching;
   RequestLimits limits;
   absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight
-  int max_message_bytes = 4 << 20;  // largest request on the wire (gRPC's default)
+  int max_message_bytes = 4 << 20;                   // largest request on the wire (gRPC's default)
 };
 
 // Parses flags (argv[0] is skipped). `--config FILE` reads more flags from FILE, one per line

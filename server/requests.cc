@@ -32,6 +32,19 @@ absl::string_view PrefixAtBoundary(absl::string_view text, size_t bytes, bool at
   return text.substr(0, i);
 }
 
+// `tokenize(text)`, or when `truncate`, `tokenize` of prefixes of `text` that end at a token
+// boundary (PrefixAtBoundary), from `bytes` and doubling, until one is `enough` or is the whole
+// text: the tokens kept are the whole text's first ones, at a cost set by them, not by the text.
+template <typename Tokenize, typename Enough>
+auto TokenizeLeading(absl::string_view text, size_t bytes, bool truncate, bool at_punctuation,
+                     const Tokenize& tokenize, const Enough& enough) {
+  for (;; bytes *= 2) {
+    const absl::string_view part = truncate ? PrefixAtBoundary(text, bytes, at_punctuation) : text;
+    auto result = tokenize(part);
+    if (!result.ok() || part.size() == text.size() || enough(*result)) return result;
+  }
+}
+
 // The shared part of both requests: count, then each input is valid and within the limits.
 // `max_tokens` >= 0 cuts inputs to that many tokens instead of failing.
 template <typename Request>
@@ -83,9 +96,7 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
     bool cut = false;  // tokens were dropped
     if (has_texts) {
       const std::string& text = request.texts(i);
-      // A text to be cut is tokenized by prefixes that end at a token boundary, from the byte
-      // limit and doubling, until one gives more tokens than are kept or is the whole text: the
-      // tokens kept are the whole text's first ones, at a cost set by them, not by the text.
+      // A text to be cut is tokenized from its start only (TokenizeLeading).
       if (!truncate && static_cast<int64_t>(text.size()) > max_bytes) {
         return absl::InvalidArgumentError(
             absl::StrCat(name, " is ", text.size(), " bytes; the limit is ", max_bytes, " (",
@@ -98,17 +109,16 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
       if (!served.translates()) {
         // The embedding model's own tokenizer (WordPiece, ...) with its special tokens.
         bool cut = false;
-        absl::StatusOr<std::vector<int32_t>> ids;
-        for (size_t bytes = max_bytes;; bytes *= 2) {
-          const absl::string_view part =
-              truncate ? PrefixAtBoundary(text, bytes, /*at_punctuation=*/true) : text;
-          ids = served.embedder->Tokenize(part, /*truncate=*/true, &cut);
-          if (!ids.ok()) {
-            return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
-          }
-          if (part.size() == text.size() || cut || static_cast<int>(ids->size()) > max_tokens) {
-            break;
-          }
+        absl::StatusOr<std::vector<int32_t>> ids = TokenizeLeading(
+            text, max_bytes, truncate, /*at_punctuation=*/true,
+            [&](absl::string_view part) {
+              return served.embedder->Tokenize(part, /*truncate=*/true, &cut);
+            },
+            [&](const std::vector<int32_t>& got) {
+              return cut || static_cast<int>(got.size()) > max_tokens;
+            });
+        if (!ids.ok()) {
+          return absl::InvalidArgumentError(absl::StrCat(name, ": ", ids.status().message()));
         }
         if ((cut || static_cast<int>(ids->size()) > max_tokens) && !truncate) {
           return absl::InvalidArgumentError(absl::StrCat(name, " has more than ", max_tokens,
@@ -125,17 +135,17 @@ absl::StatusOr<std::vector<std::vector<int32_t>>> TokenizeInputs(const Request& 
         continue;
       }
       const TranslationModel& model = *served.model;
-      for (size_t bytes = max_bytes;; bytes *= 2) {
-        // SentencePiece's pieces may hold punctuation, never whitespace.
-        const absl::string_view part =
-            truncate ? PrefixAtBoundary(text, bytes, /*at_punctuation=*/false) : text;
-        absl::StatusOr<std::vector<std::string>> pieces = model.codec->Tokenize(part);
-        if (!pieces.ok()) {
-          return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
-        }
-        tokens = std::move(*pieces);
-        if (part.size() == text.size() || static_cast<int>(tokens.size()) > max_tokens) break;
+      // SentencePiece's pieces may hold punctuation, never whitespace.
+      absl::StatusOr<std::vector<std::string>> pieces = TokenizeLeading(
+          text, max_bytes, truncate, /*at_punctuation=*/false,
+          [&](absl::string_view part) { return model.codec->Tokenize(part); },
+          [&](const std::vector<std::string>& got) {
+            return static_cast<int>(got.size()) > max_tokens;
+          });
+      if (!pieces.ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(name, ": ", pieces.status().message()));
       }
+      tokens = std::move(*pieces);
       if (tokens.empty()) {
         return absl::InvalidArgumentError(absl::StrCat(name, " is empty (no tokens)"));
       }
