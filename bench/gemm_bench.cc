@@ -160,19 +160,29 @@ void BM_OpenBlas(benchmark::State& state, Shape shape) {
 }
 
 // Marks the benchmark skipped on CPUs where the packed kernel cannot run.
-bool SkippedWithoutPackedKernel(benchmark::State& state) {
-  if (rosetta::PackedGemmSupported()) return false;
-  state.SkipWithError("the packed kernel needs AVX-512");
+bool SkippedWithoutPackedKernel(benchmark::State& state,
+                                rosetta::ComputeType type = rosetta::ComputeType::kFloat32) {
+  if (type == rosetta::ComputeType::kBfloat16 ? rosetta::PackedBfloat16Supported()
+                                              : rosetta::PackedGemmSupported()) {
+    return false;
+  }
+  state.SkipWithError("the packed kernel needs AVX-512 (and AVX512_BF16 for bfloat16)");
   return true;
 }
 
+rosetta::PackedWeights Pack(const Operands& s, int n, int k, rosetta::ComputeType type) {
+  rosetta::PackedWeights packed = rosetta::PackWeights(s.w.data(), s.b.data(), n, k);
+  if (type == rosetta::ComputeType::kBfloat16) rosetta::ConvertToBfloat16(packed);
+  return packed;
+}
+
 template <auto kLinear>
-void BM_PackedKernel(benchmark::State& state, Shape shape) {
-  if (SkippedWithoutPackedKernel(state)) return;
+void BM_PackedKernel(benchmark::State& state, Shape shape, rosetta::ComputeType type) {
+  if (SkippedWithoutPackedKernel(state, type)) return;
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);
-  rosetta::PackedWeights packed = rosetta::PackWeights(s.w.data(), s.b.data(), n, k);
+  const rosetta::PackedWeights packed = Pack(s, n, k, type);
   for (auto _ : state) {
     kLinear(s.x.data(), m, k, packed, s.y.data(), n, pool);
     benchmark::DoNotOptimize(s.y.data());
@@ -183,17 +193,17 @@ void BM_PackedKernel(benchmark::State& state, Shape shape) {
 // As BM_PackedKernel, but each call uses the next of several copies of the weights, together
 // larger than the L3 cache: in a decoder step every layer's weights have been evicted by the
 // other layers' since their last use, so they come from memory, not cache.
-void BM_PackedCold(benchmark::State& state, Shape shape) {
-  if (SkippedWithoutPackedKernel(state)) return;
+void BM_PackedCold(benchmark::State& state, Shape shape, rosetta::ComputeType type) {
+  if (SkippedWithoutPackedKernel(state, type)) return;
   const auto [m, n, k, threads] = shape;
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);
   constexpr int64_t kColdBytes = int64_t{96} << 20;  // 3x a 32 MiB L3
-  const int64_t bytes = static_cast<int64_t>(n) * k * sizeof(float);
+  const int64_t bytes =
+      static_cast<int64_t>(n) * k * (type == rosetta::ComputeType::kBfloat16 ? 2 : sizeof(float));
   const int copies = static_cast<int>(std::max<int64_t>(2, (kColdBytes + bytes - 1) / bytes));
   std::vector<rosetta::PackedWeights> packed;
-  for (int c = 0; c < copies; ++c)
-    packed.push_back(rosetta::PackWeights(s.w.data(), s.b.data(), n, k));
+  for (int c = 0; c < copies; ++c) packed.push_back(Pack(s, n, k, type));
   int next = 0;
   for (auto _ : state) {
     rosetta::PackedLinear(s.x.data(), m, k, packed[next], s.y.data(), n, pool);
@@ -230,12 +240,18 @@ void RegisterAll() {
                                "/threads:" + std::to_string(s.threads);
     benchmark::RegisterBenchmark(("OpenBlas" + suffix).c_str(), BM_OpenBlas, s)->UseRealTime();
     benchmark::RegisterBenchmark(("Baseline" + suffix).c_str(),
-                                 BM_PackedKernel<&baseline::PackedLinear>, s)
+                                 BM_PackedKernel<&baseline::PackedLinear>, s,
+                                 rosetta::ComputeType::kFloat32)
         ->UseRealTime();
-    benchmark::RegisterBenchmark(("Packed" + suffix).c_str(),
-                                 BM_PackedKernel<&rosetta::PackedLinear>, s)
-        ->UseRealTime();
-    benchmark::RegisterBenchmark(("PackedCold" + suffix).c_str(), BM_PackedCold, s)->UseRealTime();
+    for (rosetta::ComputeType type :
+         {rosetta::ComputeType::kFloat32, rosetta::ComputeType::kBfloat16}) {
+      const std::string name = type == rosetta::ComputeType::kBfloat16 ? "PackedBf16" : "Packed";
+      benchmark::RegisterBenchmark((name + suffix).c_str(), BM_PackedKernel<&rosetta::PackedLinear>,
+                                   s, type)
+          ->UseRealTime();
+      benchmark::RegisterBenchmark((name + "Cold" + suffix).c_str(), BM_PackedCold, s, type)
+          ->UseRealTime();
+    }
   }
   // The machine's speed at the moment: OpenBLAS sgemm at 2048^3 on 2 threads, the figure the
   // project's notes quote for this CPU (bench/compare_translation.py measures it next to its runs,

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "engine/cpu_features.h"
 
 namespace rosetta {
@@ -78,25 +79,110 @@ __attribute__((target("avx512f,fma"))) void Kernel(const float* x, int64_t ldx, 
   }
 }
 
-using KernelFn = void (*)(const float*, int64_t, const float*, int64_t, int, const float*, float*,
+// The same tile with bfloat16: x holds pairs of bfloat16 inputs (row i at x + i * ldx, k_pairs of
+// them), the panels pairs of bfloat16 weights; each dot-product instruction adds two products per
+// column to the float32 sums.
+template <int kRows, int kPanels>
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void KernelBf16(
+    const uint32_t* x, int64_t ldx, const uint16_t* panel, int64_t panel_stride, int k_pairs,
+    const float* bias, float* y, int64_t ldy, int columns) {
+  constexpr int kVecs = 2 * kPanels;
+  __m512 acc[kRows][kVecs];
+  for (int v = 0; v < kVecs; ++v) {
+    const __m512 b = bias != nullptr ? _mm512_load_ps(bias + 16 * v) : _mm512_setzero_ps();
+    for (int i = 0; i < kRows; ++i) acc[i][v] = b;
+  }
+  const uint16_t* panel1 = panel + panel_stride;
+  for (int kk = 0; kk < k_pairs; ++kk) {
+    __m512bh b[kVecs];
+    b[0] = (__m512bh)_mm512_load_si512(panel + kk * 2 * kWidth);
+    b[1] = (__m512bh)_mm512_load_si512(panel + kk * 2 * kWidth + 32);
+    if constexpr (kPanels == 2) {
+      b[2] = (__m512bh)_mm512_load_si512(panel1 + kk * 2 * kWidth);
+      b[3] = (__m512bh)_mm512_load_si512(panel1 + kk * 2 * kWidth + 32);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const __m512bh a = (__m512bh)_mm512_set1_epi32(static_cast<int>(x[i * ldx + kk]));
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) acc[i][v] = _mm512_dpbf16_ps(acc[i][v], a, b[v]);
+    }
+  }
+  if (columns >= 16 * kVecs) {
+    for (int i = 0; i < kRows; ++i) {
+      for (int v = 0; v < kVecs; ++v) _mm512_storeu_ps(y + i * ldy + 16 * v, acc[i][v]);
+    }
+    return;
+  }
+  for (int v = 0; v < kVecs; ++v) {
+    const int c = columns - 16 * v;
+    const __mmask16 mask = static_cast<__mmask16>(c >= 16 ? 0xffff : (c <= 0 ? 0 : (1u << c) - 1));
+    for (int i = 0; i < kRows; ++i) _mm512_mask_storeu_ps(y + i * ldy + 16 * v, mask, acc[i][v]);
+  }
+}
+
+// Rows [begin, end) of x [rows x k] to pairs of bfloat16 (nearest, ties to even; what the dot
+// products multiply), zero past k: out row i at out + i * ldo, ldo >= ceil(k / 32) * 16.
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) void RowsToBf16(const float* x, int64_t ldx,
+                                                                       int begin, int end, int k,
+                                                                       uint32_t* out, int64_t ldo) {
+  for (int i = begin; i < end; ++i) {
+    const float* row = x + i * ldx;
+    uint32_t* pairs = out + i * ldo;
+    for (int c = 0; c < k; c += 32) {
+      const int left = k - c;
+      const __mmask16 lo = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
+      const __mmask16 hi =
+          static_cast<__mmask16>(left >= 32 ? 0xffff : (left <= 16 ? 0 : (1u << (left - 16)) - 1));
+      const __m512 a = _mm512_maskz_loadu_ps(lo, row + c);
+      const __m512 b = _mm512_maskz_loadu_ps(hi, row + c + 16);
+      _mm512_storeu_si512(pairs + c / 2, (__m512i)_mm512_cvtne2ps_pbh(b, a));
+    }
+  }
+}
+
+template <typename In, typename Weight>
+using KernelFn = void (*)(const In*, int64_t, const Weight*, int64_t, int, const float*, float*,
                           int64_t, int);
 
 // kKernels<kPanels>[rows]: the kernel for tiles of `rows` rows (index 0 unused).
 template <int kPanels, int... kRows>
-constexpr std::array<KernelFn, sizeof...(kRows) + 1> MakeKernels(
+constexpr std::array<KernelFn<float, float>, sizeof...(kRows) + 1> MakeKernels(
     std::integer_sequence<int, kRows...>) {
   return {nullptr, &Kernel<kRows + 1, kPanels>...};
 }
+template <int kPanels, int... kRows>
+constexpr std::array<KernelFn<uint32_t, uint16_t>, sizeof...(kRows) + 1> MakeBf16Kernels(
+    std::integer_sequence<int, kRows...>) {
+  return {nullptr, &KernelBf16<kRows + 1, kPanels>...};
+}
 constexpr auto kPairKernels = MakeKernels<2>(std::make_integer_sequence<int, kPairRows>());
 constexpr auto kSingleKernels = MakeKernels<1>(std::make_integer_sequence<int, kSingleRows>());
+constexpr auto kPairBf16Kernels = MakeBf16Kernels<2>(std::make_integer_sequence<int, kPairRows>());
+constexpr auto kSingleBf16Kernels =
+    MakeBf16Kernels<1>(std::make_integer_sequence<int, kSingleRows>());
+
+// The inputs and weights of one call in the kernels' types: float32 as they are, bfloat16 as
+// pairs. `depth` counts the kernel's steps over k (k, or its pairs).
+template <typename In, typename Weight>
+struct Operands {
+  const In* x;
+  int64_t ldx;
+  const Weight* data;
+  int depth;
+  const std::array<KernelFn<In, Weight>, kPairRows + 1>& pair_kernels;
+  const std::array<KernelFn<In, Weight>, kSingleRows + 1>& single_kernels;
+};
 
 // y rows [row_begin, row_end) x the columns of panels [panel_begin, panel_end) (1 or 2 panels).
-void RunUnit(const float* x, int ldx, const PackedWeights& w, float* y, int ldy, int row_begin,
-             int row_end, int panel_begin, int panel_end) {
-  const int64_t panel_stride = static_cast<int64_t>(w.k) * kWidth;
+template <typename In, typename Weight>
+void RunUnit(const Operands<In, Weight>& in, const PackedWeights& w, float* y, int ldy,
+             int row_begin, int row_end, int panel_begin, int panel_end) {
+  const int64_t panel_stride = static_cast<int64_t>(in.depth) * kWidth *
+                               static_cast<int64_t>(sizeof(float) / sizeof(Weight));
   const bool pair = panel_end - panel_begin == 2;
   const int max_rows = pair ? kPairRows : kSingleRows;
-  const float* panel = w.data.data() + panel_begin * panel_stride;
+  const Weight* panel = in.data + panel_begin * panel_stride;
   const float* bias =
       w.bias.empty() ? nullptr : w.bias.data() + static_cast<int64_t>(panel_begin) * kWidth;
   const int columns = std::min((panel_end - panel_begin) * kWidth, w.n - panel_begin * kWidth);
@@ -106,8 +192,8 @@ void RunUnit(const float* x, int ldx, const PackedWeights& w, float* y, int ldy,
   int row = row_begin;
   for (int t = 0; t < tiles; ++t) {
     const int rows = (row_end - row + (tiles - t) - 1) / (tiles - t);
-    const KernelFn kernel = pair ? kPairKernels[rows] : kSingleKernels[rows];
-    kernel(x + static_cast<int64_t>(row) * ldx, ldx, panel, panel_stride, w.k, bias,
+    const KernelFn<In, Weight> kernel = pair ? in.pair_kernels[rows] : in.single_kernels[rows];
+    kernel(in.x + static_cast<int64_t>(row) * in.ldx, in.ldx, panel, panel_stride, in.depth, bias,
            y + static_cast<int64_t>(row) * ldy + panel_begin * kWidth, ldy, columns);
     row += rows;
   }
@@ -123,36 +209,10 @@ void AdviseHugePages(void* p, size_t bytes) {
   if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
 }
 
-}  // namespace
-
-bool PackedGemmSupported() { return UseAvx512(); }
-
-PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
-  PackedWeights packed;
-  packed.n = n;
-  packed.k = k;
-  packed.panels = (n + kWidth - 1) / kWidth;
-  const size_t floats = static_cast<size_t>(packed.panels) * k * kWidth;
-  packed.data.reserve(floats);
-  AdviseHugePages(packed.data.data(), floats * sizeof(float));
-  packed.data.assign(floats, 0.0f);
-  for (int col = 0; col < n; ++col) {
-    const int p = col / kWidth;
-    const int j = col % kWidth;
-    float* panel = packed.data.data() + static_cast<size_t>(p) * k * kWidth;
-    const float* row = w + static_cast<size_t>(col) * k;
-    for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kWidth + j] = row[kk];
-  }
-  if (bias != nullptr) {
-    packed.bias.assign(static_cast<size_t>(packed.panels) * kWidth, 0.0f);
-    std::memcpy(packed.bias.data(), bias, sizeof(float) * n);
-  }
-  return packed;
-}
-
-void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
-                  ThreadPool* pool) {
-  if (m <= 0) return;
+// y = x W^T (+ bias) over all rows and panels, split across the pool's threads.
+template <typename In, typename Weight>
+void Multiply(const Operands<In, Weight>& in, int m, const PackedWeights& w, float* y, int ldy,
+              ThreadPool* pool) {
   // Units of work: a block of rows times a pair of panels (the last pair may be a single panel).
   const int row_blocks = (m + kBlockRows - 1) / kBlockRows;
   const int pairs = (w.panels + 1) / 2;
@@ -161,8 +221,8 @@ void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float*
     for (int u = begin; u < end; ++u) {
       const int block = u / pairs;
       const int pair = u % pairs;
-      RunUnit(x, ldx, w, y, ldy, block * kBlockRows, std::min(m, (block + 1) * kBlockRows),
-              2 * pair, std::min(w.panels, 2 * pair + 2));
+      RunUnit(in, w, y, ldy, block * kBlockRows, std::min(m, (block + 1) * kBlockRows), 2 * pair,
+              std::min(w.panels, 2 * pair + 2));
     }
   };
   if (pool == nullptr || pool->num_threads() == 1) {
@@ -188,6 +248,110 @@ void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float*
       run(begin, std::min(units, begin + chunk));
     }
   });
+}
+
+}  // namespace
+
+absl::string_view ComputeTypeName(ComputeType type) {
+  return type == ComputeType::kBfloat16 ? "bfloat16" : "float32";
+}
+
+absl::StatusOr<ComputeType> ParseComputeType(absl::string_view name) {
+  if (name == "float32") return ComputeType::kFloat32;
+  if (name == "bfloat16") return ComputeType::kBfloat16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown compute type \"", name, "\" (float32 or bfloat16)"));
+}
+
+bool PackedGemmSupported() { return UseAvx512(); }
+
+bool PackedBfloat16Supported() {
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512bf16") != 0 && __builtin_cpu_supports("avx512bw") != 0;
+  }();
+  return has && UseAvx512();
+}
+
+PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
+  PackedWeights packed;
+  packed.n = n;
+  packed.k = k;
+  packed.panels = (n + kWidth - 1) / kWidth;
+  const size_t floats = static_cast<size_t>(packed.panels) * k * kWidth;
+  packed.data.reserve(floats);
+  AdviseHugePages(packed.data.data(), floats * sizeof(float));
+  packed.data.assign(floats, 0.0f);
+  for (int col = 0; col < n; ++col) {
+    const int p = col / kWidth;
+    const int j = col % kWidth;
+    float* panel = packed.data.data() + static_cast<size_t>(p) * k * kWidth;
+    const float* row = w + static_cast<size_t>(col) * k;
+    for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kWidth + j] = row[kk];
+  }
+  if (bias != nullptr) {
+    packed.bias.assign(static_cast<size_t>(packed.panels) * kWidth, 0.0f);
+    std::memcpy(packed.bias.data(), bias, sizeof(float) * n);
+  }
+  return packed;
+}
+
+uint16_t ToBfloat16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, sizeof(bits));
+  if ((bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0) {
+    return static_cast<uint16_t>((bits >> 16) | 0x40);  // NaN stays NaN
+  }
+  // As the instructions do: denormals flush to zero, the rest rounds to nearest, ties to even.
+  if ((bits & 0x7f800000u) == 0) return static_cast<uint16_t>((bits >> 16) & 0x8000);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+void ConvertToBfloat16(PackedWeights& w) {
+  const int k_pairs = (w.k + 1) / 2;
+  const size_t values = static_cast<size_t>(w.panels) * k_pairs * 2 * kWidth;
+  w.data_bf16.reserve(values);
+  AdviseHugePages(w.data_bf16.data(), values * sizeof(uint16_t));
+  w.data_bf16.assign(values, 0);
+  for (int p = 0; p < w.panels; ++p) {
+    const float* from = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
+    uint16_t* to = w.data_bf16.data() + static_cast<size_t>(p) * k_pairs * 2 * kWidth;
+    for (int kk = 0; kk < w.k; ++kk) {
+      for (int j = 0; j < kWidth; ++j) {
+        to[(static_cast<size_t>(kk / 2) * kWidth + j) * 2 + kk % 2] =
+            ToBfloat16(from[static_cast<size_t>(kk) * kWidth + j]);
+      }
+    }
+  }
+  w.data = AlignedVector<float>();
+  w.type = ComputeType::kBfloat16;
+}
+
+void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
+                  ThreadPool* pool) {
+  if (m <= 0) return;
+  if (w.type == ComputeType::kFloat32) {
+    const Operands<float, float> in{x, ldx, w.data.data(), w.k, kPairKernels, kSingleKernels};
+    return Multiply(in, m, w, y, ldy, pool);
+  }
+  // The inputs as pairs of bfloat16, in a buffer of this thread's that grows to the largest call.
+  const int k_pairs = (w.k + 1) / 2;
+  const int64_t ld_pairs = (static_cast<int64_t>(k_pairs) + 15) / 16 * 16;
+  thread_local AlignedVector<uint32_t> pairs;
+  if (pairs.size() < static_cast<size_t>(m * ld_pairs)) pairs.resize(m * ld_pairs);
+  uint32_t* const pairs_data = pairs.data();
+  auto convert = [&](int begin, int end) {
+    RowsToBf16(x, ldx, begin, end, w.k, pairs_data, ld_pairs);
+  };
+  if (pool != nullptr && pool->num_threads() > 1 && m >= kMinRowsForChunks) {
+    pool->ParallelFor(m, convert);
+  } else {
+    convert(0, m);
+  }
+  const Operands<uint32_t, uint16_t> in{pairs_data, ld_pairs,         w.data_bf16.data(),
+                                        k_pairs,    kPairBf16Kernels, kSingleBf16Kernels};
+  Multiply(in, m, w, y, ldy, pool);
 }
 
 }  // namespace rosetta

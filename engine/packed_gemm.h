@@ -7,34 +7,64 @@
 #ifndef ROSETTA_ENGINE_PACKED_GEMM_H_
 #define ROSETTA_ENGINE_PACKED_GEMM_H_
 
+#include <cstdint>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "engine/aligned_vector.h"
 #include "engine/thread_pool.h"
 
 namespace rosetta {
 
-// W [n x k] in panels of kPackedPanelWidth output columns: panel p is k rows of kPackedPanelWidth
-// floats, data[p][kk][j] = W[p * width + j][kk], zero past n. The bias is padded the same way.
+// How the packed layers multiply.
+enum class ComputeType {
+  kFloat32,   // float32 weights and inputs, float32 FMAs
+  kBfloat16,  // weights and inputs rounded to bfloat16 (to nearest even), float32 sums of
+              // products (AVX512_BF16's dot products: twice the float32 rate, half the bytes)
+};
+
+// "float32" / "bfloat16".
+absl::string_view ComputeTypeName(ComputeType type);
+absl::StatusOr<ComputeType> ParseComputeType(absl::string_view name);
+
+// W [n x k] in panels of kPackedPanelWidth output columns, zero past n. float32: panel p is k rows
+// of kPackedPanelWidth floats, data[p][kk][j] = W[p * width + j][kk]. bfloat16: panel p is
+// ceil(k / 2) rows of kPackedPanelWidth pairs, data_bf16[p][kk / 2][j][kk % 2] = W[p * width +
+// j][kk] (zero past k), the layout of AVX512_BF16's pairwise dot products. The bias (float32) is
+// padded to whole panels.
 inline constexpr int kPackedPanelWidth = 32;
 
 struct PackedWeights {
+  ComputeType type = ComputeType::kFloat32;
   int n = 0;
   int k = 0;
   int panels = 0;
-  AlignedVector<float> data;
-  AlignedVector<float> bias;  // empty when the layer has no bias
+  AlignedVector<float> data;          // kFloat32
+  AlignedVector<uint16_t> data_bf16;  // kBfloat16
+  AlignedVector<float> bias;          // empty when the layer has no bias
 };
 
 // Whether this CPU runs the packed kernel (AVX-512F). Without it, callers use Gemm.
 bool PackedGemmSupported();
+// Whether it runs the bfloat16 kernel too (AVX-512F and AVX512_BF16).
+bool PackedBfloat16Supported();
 
 // REQUIRES: w is [n x k] row-major; bias is null or has n values.
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k);
 
+// Repacks float32 panels as bfloat16 (rounded to nearest even) and frees the float32 ones.
+// REQUIRES: w.type == kFloat32.
+void ConvertToBfloat16(PackedWeights& w);
+
+// bfloat16 nearest to f, ties to even (NaN stays NaN).
+uint16_t ToBfloat16(float f);
+
 // y[m x n] = x[m x k] W^T (+ bias). Rows of x and y are ldx and ldy floats apart; x is read in
 // place (no per-call copy) and only the first n columns of y are written. Splits the work (pairs of
 // panels x blocks of rows) across `pool`'s threads (null: the calling thread only). Thread-safe:
-// concurrent calls, each with its own pool, share no mutable state. REQUIRES:
-// PackedGemmSupported().
+// concurrent calls, each with its own pool, share no mutable state. bfloat16 weights: x's rows are
+// rounded to bfloat16 first. REQUIRES: PackedGemmSupported(), and PackedBfloat16Supported() for
+// bfloat16 weights.
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool);
 

@@ -1,6 +1,8 @@
 #include "engine/packed_gemm.h"
 
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <thread>
 #include <vector>
@@ -29,18 +31,36 @@ struct Case {
   int m, n, k;
 };
 
+float FromBfloat16(uint16_t h) {
+  const uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof(f));
+  return f;
+}
+
+std::vector<float> RoundedToBfloat16(std::vector<float> v) {
+  for (float& f : v) f = FromBfloat16(ToBfloat16(f));
+  return v;
+}
+
 // Runs PackedLinear with x and y rows wider than k and n, y filled with NaN (every value must be
-// written, none read before) and a sentinel past n (must stay untouched), and compares with Naive.
+// written, none read before) and a sentinel past n (must stay untouched), and compares with Naive
+// (for bfloat16, Naive of x and W rounded to bfloat16: the products are exact in float32, so only
+// the float32 sums differ).
 void ExpectMatchesNaive(const Case& c, bool with_bias, int ldx_extra, ThreadPool* pool,
-                        std::mt19937& rng) {
+                        std::mt19937& rng, ComputeType type = ComputeType::kFloat32) {
   const auto [m, n, k] = c;
   const int ldx = k + ldx_extra;
   const int ldy = n + 5;
   std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * ldx, rng);
   std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
   std::vector<float> b = with_bias ? testing::RandomVector(n, rng) : std::vector<float>{};
-  const PackedWeights packed = PackWeights(w.data(), with_bias ? b.data() : nullptr, n, k);
-  const std::vector<double> expected = Naive(x, m, ldx, w, b, n, k);
+  PackedWeights packed = PackWeights(w.data(), with_bias ? b.data() : nullptr, n, k);
+  const bool bf16 = type == ComputeType::kBfloat16;
+  if (bf16) ConvertToBfloat16(packed);
+  const std::vector<double> expected =
+      bf16 ? Naive(RoundedToBfloat16(x), m, ldx, RoundedToBfloat16(w), b, n, k)
+           : Naive(x, m, ldx, w, b, n, k);
   std::vector<float> y(static_cast<size_t>(m) * ldy);
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < ldy; ++j) {
@@ -59,13 +79,12 @@ void ExpectMatchesNaive(const Case& c, bool with_bias, int ldx_extra, ThreadPool
       const double want = expected[static_cast<size_t>(i) * n + j];
       ASSERT_NEAR(got, want, 1e-4 * (1.0 + std::abs(want)) * std::sqrt(k))
           << "m=" << m << " n=" << n << " k=" << k << " bias=" << with_bias << " ldx=" << ldx
-          << " threads=" << threads << " at " << i << "," << j;
+          << " threads=" << threads << " " << ComputeTypeName(type) << " at " << i << "," << j;
     }
   }
 }
 
-TEST(PackedGemm, MatchesNaiveOverShapes) {
-  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+void MatchesNaiveOverShapes(ComputeType type) {
   std::mt19937 rng(3);
   ThreadPool one(1);
   ThreadPool two(2);
@@ -84,7 +103,7 @@ TEST(PackedGemm, MatchesNaiveOverShapes) {
       for (bool with_bias : {false, true}) {
         for (int ldx_extra : {0, 3}) {
           for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &one, &two}) {
-            ExpectMatchesNaive({m, n, k}, with_bias, ldx_extra, pool, rng);
+            ExpectMatchesNaive({m, n, k}, with_bias, ldx_extra, pool, rng, type);
           }
         }
       }
@@ -92,8 +111,17 @@ TEST(PackedGemm, MatchesNaiveOverShapes) {
   }
 }
 
-TEST(PackedGemm, MatchesNaiveAcrossBlocks) {
+TEST(PackedGemm, MatchesNaiveOverShapes) {
   if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+  MatchesNaiveOverShapes(ComputeType::kFloat32);
+}
+
+TEST(PackedGemm, Bfloat16MatchesNaiveOverShapes) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  MatchesNaiveOverShapes(ComputeType::kBfloat16);
+}
+
+void MatchesNaiveAcrossBlocks(ComputeType type) {
   std::mt19937 rng(4);
   ThreadPool two(2);
   // m across the blocks of 256 rows, up to more than 1024 rows; larger k; n with a partial last
@@ -111,10 +139,74 @@ TEST(PackedGemm, MatchesNaiveAcrossBlocks) {
                                          {1100, 64, 520}}) {
     for (bool with_bias : {false, true}) {
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
-        ExpectMatchesNaive(c, with_bias, /*ldx_extra=*/with_bias ? 5 : 0, pool, rng);
+        ExpectMatchesNaive(c, with_bias, /*ldx_extra=*/with_bias ? 5 : 0, pool, rng, type);
       }
     }
   }
+}
+
+TEST(PackedGemm, MatchesNaiveAcrossBlocks) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+  MatchesNaiveAcrossBlocks(ComputeType::kFloat32);
+}
+
+TEST(PackedGemm, Bfloat16MatchesNaiveAcrossBlocks) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  MatchesNaiveAcrossBlocks(ComputeType::kBfloat16);
+}
+
+// A row's result does not depend on the rows beside it (its tile, its block, the number of rows,
+// the threads): the daemon batches different requests together and each must get the result it
+// gets alone.
+TEST(PackedGemm, Bfloat16RowsIndependentOfTheBatch) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  std::mt19937 rng(6);
+  const int n = 130, k = 301, m = 300;
+  const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  PackedWeights packed = PackWeights(w.data(), nullptr, n, k);
+  ConvertToBfloat16(packed);
+  const std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * k, rng);
+  ThreadPool two(2);
+  std::vector<float> all(static_cast<size_t>(m) * n);
+  PackedLinear(x.data(), m, k, packed, all.data(), n, &two);
+  for (int i : {0, 5, 6, 17, 255, 256, 299}) {
+    std::vector<float> alone(n);
+    PackedLinear(x.data() + static_cast<size_t>(i) * k, 1, k, packed, alone.data(), n, nullptr);
+    for (int j = 0; j < n; ++j) {
+      ASSERT_EQ(alone[j], all[static_cast<size_t>(i) * n + j]) << "row " << i << " col " << j;
+    }
+  }
+}
+
+TEST(PackedGemm, ToBfloat16RoundsToNearestEven) {
+  auto bits = [](float f) { return ToBfloat16(f); };
+  auto from_bits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, sizeof(f));
+    return f;
+  };
+  EXPECT_EQ(bits(1.0f), 0x3f80);
+  EXPECT_EQ(bits(-2.0f), 0xc000);
+  EXPECT_EQ(bits(from_bits(0x3f807fffu)), 0x3f80);  // below half: down
+  EXPECT_EQ(bits(from_bits(0x3f808001u)), 0x3f81);  // above half: up
+  EXPECT_EQ(bits(from_bits(0x3f808000u)), 0x3f80);  // a tie: to the even 0x3f80
+  EXPECT_EQ(bits(from_bits(0x3f818000u)), 0x3f82);  // a tie: to the even 0x3f82
+  EXPECT_EQ(bits(from_bits(0x7f7fffffu)), 0x7f80);  // the largest float rounds to infinity
+  EXPECT_EQ(bits(std::numeric_limits<float>::infinity()), 0x7f80);
+  EXPECT_TRUE(std::isnan(FromBfloat16(bits(std::nanf("")))));
+  EXPECT_EQ(bits(from_bits(0x00000001u)), 0x0000);  // denormals flush to zero, as in the kernel
+  EXPECT_EQ(bits(from_bits(0x80400000u)), 0x8000);
+}
+
+TEST(PackedGemm, ComputeTypeNames) {
+  for (ComputeType type : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+    absl::StatusOr<ComputeType> parsed = ParseComputeType(ComputeTypeName(type));
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, type);
+  }
+  absl::StatusOr<ComputeType> bad = ParseComputeType("int4");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("int4"), std::string::npos);
 }
 
 TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
@@ -163,6 +255,28 @@ TEST(PackedGemm, PackingLayout) {
   EXPECT_EQ(packed.data[kPackedPanelWidth + 2], 6);
   EXPECT_EQ(packed.bias[2], 9);
   EXPECT_EQ(packed.bias[3], 0);
+}
+
+TEST(PackedGemm, Bfloat16PackingLayout) {
+  // W [3 x 3]: panel 0, pair row 0 holds (W[j][0], W[j][1]) for each j; pair row 1 holds
+  // (W[j][2], 0); zeros past n. Small integers are exact in bfloat16.
+  const std::vector<float> w = {1, 2, 3, 4, 5, 6, 7, 8, 9};
+  PackedWeights packed = PackWeights(w.data(), nullptr, 3, 3);
+  ConvertToBfloat16(packed);
+  EXPECT_EQ(packed.type, ComputeType::kBfloat16);
+  EXPECT_TRUE(packed.data.empty());
+  ASSERT_EQ(packed.data_bf16.size(), static_cast<size_t>(2 * 2 * kPackedPanelWidth));
+  auto at = [&](int pair_row, int j, int half) {
+    return FromBfloat16(packed.data_bf16[(pair_row * kPackedPanelWidth + j) * 2 + half]);
+  };
+  EXPECT_EQ(at(0, 0, 0), 1);
+  EXPECT_EQ(at(0, 0, 1), 2);
+  EXPECT_EQ(at(0, 1, 0), 4);
+  EXPECT_EQ(at(0, 2, 1), 8);
+  EXPECT_EQ(at(1, 0, 0), 3);
+  EXPECT_EQ(at(1, 0, 1), 0);
+  EXPECT_EQ(at(1, 2, 0), 9);
+  EXPECT_EQ(at(0, 3, 0), 0);
 }
 
 }  // namespace
