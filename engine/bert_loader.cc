@@ -251,7 +251,7 @@ absl::Status ReadSentenceTransformersModules(const std::string& dir, BertDirecto
 
 }  // namespace
 
-absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir) {
+absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir, ComputeType compute_type) {
   const std::string config_path = JoinPath(dir, "config.json");
   ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile(config_path));
   BertDirectory out;
@@ -305,7 +305,7 @@ absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir) {
   out.tokenizer = std::make_unique<WordPieceTokenizer>(std::move(tokenizer));
   out.max_tokens = max_tokens;
   RETURN_IF_ERROR(ReadSentenceTransformersModules(dir, out));
-  PackEncoderWeights(*model);
+  PackEncoderWeights(*model, compute_type);
   out.encoder = std::move(model);
   return out;
 }

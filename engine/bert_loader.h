@@ -40,7 +40,8 @@ struct BertDirectory {
 };
 
 // REQUIRES: config.json's model_type is "bert" (LoadEmbeddingModel dispatches on it).
-absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir);
+absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir,
+                                                ComputeType compute_type = ComputeType::kFloat32);
 
 }  // namespace rosetta
 

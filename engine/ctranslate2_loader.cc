@@ -399,7 +399,8 @@ bool LooksLikeCt2Directory(const std::string& dir) {
   return FileExists(JoinPath(dir, "model.bin"));
 }
 
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string& dir,
+                                                               ComputeType compute_type) {
   const std::string bin_path = JoinPath(dir, "model.bin");
   ASSIGN_OR_RETURN(Ct2ModelBin bin, ReadCt2ModelBin(bin_path));
   if (bin.version == 1) bin.variables->RenameAll(V1ToV2Name);
@@ -549,8 +550,8 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   if (conventions.add_source_bos && source.Find(bos)) result->source_bos_id = *source.Find(bos);
   if (conventions.add_source_eos && source.Find(eos)) result->source_eos_id = *source.Find(eos);
   result->codec = std::make_unique<WhitespaceCodec>();
-  PackEncoderWeights(*model);
-  PackDecoderWeights(*model);
+  PackEncoderWeights(*model, compute_type);
+  PackDecoderWeights(*model, compute_type);
   result->transformer = std::move(model);
   return result;
 }

@@ -15,7 +15,8 @@ namespace rosetta {
 
 bool LooksLikeCt2Directory(const std::string& dir);
 
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string& dir);
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(
+    const std::string& dir, ComputeType compute_type = ComputeType::kFloat32);
 
 }  // namespace rosetta
 

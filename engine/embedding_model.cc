@@ -165,7 +165,9 @@ std::unique_ptr<EmbeddingModel> TranslationEncoderEmbeddings(
   return std::make_unique<TranslationEncoderModel>(std::move(model), max_tokens);
 }
 
-absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::string& dir,
+                                                                   const LoadOptions& options) {
+  RETURN_IF_ERROR(CheckLoadOptions(options));
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
@@ -179,7 +181,7 @@ absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::st
     }
   }
   if (model_type == "bert") {
-    ASSIGN_OR_RETURN(BertDirectory bert, LoadBertDirectory(dir));
+    ASSIGN_OR_RETURN(BertDirectory bert, LoadBertDirectory(dir, options.compute_type));
     return std::make_unique<BertEmbeddingModel>(dir, std::move(bert));
   }
   if (model_type == "roberta" || model_type == "xlm-roberta") {
@@ -195,7 +197,8 @@ absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::st
         "\" is not supported (supported: \"bert\" encoders; \"marian\" and CTranslate2 "
         "translation models' encoders)"));
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<TranslationModel> translation, LoadTranslationModel(dir));
+  ASSIGN_OR_RETURN(std::unique_ptr<TranslationModel> translation,
+                   LoadTranslationModel(dir, options));
   // Models with sinusoidal positions computed at load time have a table of some length too.
   const int positions = translation->transformer->encoder_embeddings.max_positions;
   const int max_tokens = positions > 0 ? positions : 1024;

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "engine/model_loader.h"
 #include "engine/transformer.h"
 #include "engine/transformer_weights.h"
 
@@ -63,6 +64,7 @@ class EmbeddingModel {
   const std::string& architecture() const { return encoder_->config.architecture; }
   int vocabulary_size() const { return encoder_->source_vocab_size(); }
   const std::string& weight_type() const { return encoder_->config.weight_type; }
+  ComputeType compute_type() const { return encoder_->config.compute_type; }
   // "WordPiece (uncased)", "SentencePiece", ...
   const std::string& tokenizer_description() const { return tokenizer_description_; }
   const std::string& path() const { return path_; }
@@ -83,7 +85,8 @@ class EmbeddingModel {
 // translation model LoadTranslationModel reads (its encoder, mean pooling, no normalisation).
 // Errors name the file and, for weights, the tensor; an unsupported model_type is named with the
 // list of supported ones.
-absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::string& dir);
+absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::string& dir,
+                                                                   const LoadOptions& options = {});
 
 // The encoder of an already loaded translation model behind the same interface (the daemon loads
 // a translation model once and serves both Translate and Encode from it).

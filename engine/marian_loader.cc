@@ -183,7 +183,8 @@ bool LooksLikeMarianDirectory(const std::string& dir) {
   return config.ok() && config->is_object() && config->value("model_type", "") == "marian";
 }
 
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::string& dir) {
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::string& dir,
+                                                                  ComputeType compute_type) {
   const std::string config_path = JoinPath(dir, "config.json");
   ASSIGN_OR_RETURN(nlohmann::json json, ReadJsonFile(config_path));
   if (!json.is_object() || json.value("model_type", "") != "marian") {
@@ -322,8 +323,8 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
   defaults.beam_size = std::clamp(defaults.beam_size, 1, 16);
   ASSIGN_OR_RETURN(defaults.max_length, gen.IntOr("max_length", 256));
   defaults.max_length = std::clamp(defaults.max_length, 1, shape.max_positions);
-  PackEncoderWeights(*model);
-  PackDecoderWeights(*model);
+  PackEncoderWeights(*model, compute_type);
+  PackDecoderWeights(*model, compute_type);
   result->transformer = std::move(model);
   return result;
 }

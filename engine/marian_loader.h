@@ -16,7 +16,8 @@ namespace rosetta {
 
 bool LooksLikeMarianDirectory(const std::string& dir);
 
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::string& dir);
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(
+    const std::string& dir, ComputeType compute_type = ComputeType::kFloat32);
 
 }  // namespace rosetta
 

@@ -6,16 +6,28 @@
 #include "engine/ctranslate2_loader.h"
 #include "engine/file_util.h"
 #include "engine/marian_loader.h"
+#include "engine/status_macros.h"
 
 namespace rosetta {
 
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadTranslationModel(const std::string& dir) {
+absl::Status CheckLoadOptions(const LoadOptions& options) {
+  if (options.compute_type == ComputeType::kBfloat16 && !PackedBfloat16Supported()) {
+    return absl::FailedPreconditionError(
+        "compute type bfloat16 needs a CPU with AVX-512 and AVX512_BF16; this one lacks them "
+        "(use float32)");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadTranslationModel(const std::string& dir,
+                                                                       const LoadOptions& options) {
+  RETURN_IF_ERROR(CheckLoadOptions(options));
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));
   }
-  if (LooksLikeCt2Directory(dir)) return LoadCt2Model(dir);
-  if (LooksLikeMarianDirectory(dir)) return LoadMarianModel(dir);
+  if (LooksLikeCt2Directory(dir)) return LoadCt2Model(dir, options.compute_type);
+  if (LooksLikeMarianDirectory(dir)) return LoadMarianModel(dir, options.compute_type);
   return absl::InvalidArgumentError(absl::StrCat(
       dir,
       ": unrecognised model directory (expected a CTranslate2 model.bin or a Hugging Face "

@@ -5,14 +5,27 @@
 #include <memory>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "engine/packed_gemm.h"
 #include "engine/translation_model.h"
 
 namespace rosetta {
 
+// How a model is prepared when it is loaded.
+struct LoadOptions {
+  // How its linear layers multiply: float32, or bfloat16 (inputs and weights rounded to bfloat16,
+  // float32 sums; about twice as fast; CPUs with AVX512_BF16 only).
+  ComputeType compute_type = ComputeType::kFloat32;
+};
+
+// OK when this CPU can load models with `options`; otherwise an error saying why.
+absl::Status CheckLoadOptions(const LoadOptions& options);
+
 // Detects the format of `dir`: a CTranslate2 model (model.bin) or a Hugging Face MarianMT model
 // (config.json with model_type "marian"). Errors name the file and the tensor at fault.
-absl::StatusOr<std::unique_ptr<TranslationModel>> LoadTranslationModel(const std::string& dir);
+absl::StatusOr<std::unique_ptr<TranslationModel>> LoadTranslationModel(
+    const std::string& dir, const LoadOptions& options = {});
 
 }  // namespace rosetta
 

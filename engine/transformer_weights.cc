@@ -6,13 +6,26 @@
 
 namespace rosetta {
 
-void PackDecoderWeights(TransformerModel& model) {
+namespace {
+
+// Packs `w` for `type`, and uses the packed kernel up to `max_rows` rows (bfloat16: always).
+void Pack(TransformerModel& model, LinearWeights& w, ComputeType type, int max_rows) {
+  auto packed = std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in));
+  if (type == ComputeType::kBfloat16) {
+    ConvertToBfloat16(*packed);
+    max_rows = std::numeric_limits<int>::max();
+  }
+  w.packed = packed.get();
+  w.packed_max_rows = max_rows;
+  model.packed_storage.push_back(std::move(packed));
+  model.config.compute_type = type;
+}
+
+}  // namespace
+
+void PackDecoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  auto pack = [&](LinearWeights& w) {
-    model.packed_storage.push_back(
-        std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in)));
-    w.packed = model.packed_storage.back().get();
-  };
+  auto pack = [&](LinearWeights& w) { Pack(model, w, type, w.packed_max_rows); };
   for (DecoderLayerWeights& layer : model.decoder_layers) {
     pack(layer.self_attention.qkv);
     pack(layer.self_attention.output);
@@ -24,14 +37,9 @@ void PackDecoderWeights(TransformerModel& model) {
   pack(model.output_projection);
 }
 
-void PackEncoderWeights(TransformerModel& model) {
+void PackEncoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  auto pack = [&](LinearWeights& w) {
-    model.packed_storage.push_back(
-        std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in)));
-    w.packed = model.packed_storage.back().get();
-    w.packed_max_rows = std::numeric_limits<int>::max();
-  };
+  auto pack = [&](LinearWeights& w) { Pack(model, w, type, std::numeric_limits<int>::max()); };
   for (EncoderLayerWeights& layer : model.encoder_layers) {
     pack(layer.self_attention.qkv);
     pack(layer.self_attention.output);

@@ -96,6 +96,8 @@ struct TransformerConfig {
   // Free-form description for logs and model info, e.g. "TransformerBase (CTranslate2 v2)".
   std::string architecture;
   std::string weight_type = "float32";  // how the weights were stored on disk
+  // How the packed linear layers multiply (set by PackEncoderWeights and PackDecoderWeights).
+  ComputeType compute_type = ComputeType::kFloat32;
 };
 
 struct TransformerModel {
@@ -125,13 +127,15 @@ struct TransformerModel {
 };
 
 // Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
-// Loaders call it once the model is complete.
-void PackDecoderWeights(TransformerModel& model);
+// Loaders call it once the model is complete. bfloat16: the layers multiply in bfloat16 at every
+// row count (one kernel whatever the batch, so that a sentence's result does not depend on what it
+// is batched with). REQUIRES for bfloat16: PackedBfloat16Supported().
+void PackDecoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
 // The same for the layers that run over source tokens: the encoder layers and the decoder's
 // cross-attention key/value projections, packed for every row count. Sources often arrive alone
 // or in small groups (a 32-token text is 32 rows; the daemon admits a few sentences between two
 // decoding steps), where OpenBLAS would repack the weights on each call.
-void PackEncoderWeights(TransformerModel& model);
+void PackEncoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
 
 // Layouts of sinusoidal position tables found in checkpoints.
 enum class SinusoidalLayout {

@@ -2,6 +2,7 @@
 // variant, against the model's published expectations and CTranslate2's own test oracles.
 #include <filesystem>
 #include <fstream>
+#include <random>
 
 #include "absl/strings/str_join.h"
 #include "engine/ctranslate2_file.h"
@@ -291,6 +292,58 @@ TEST(ArenTokens, UnknownSourceTokensMapToUnk) {
   ASSERT_TRUE(ids.ok());
   EXPECT_EQ((*ids)[1], model->source_unk_id);
   EXPECT_EQ(ids->size(), 3u);  // no BOS/EOS for this model
+}
+
+// Computing in bfloat16 on the real model (float32 and int8 weights): the published expectation
+// holds with about CTranslate2's score, and random sources translate as in float32 but for a few
+// near-ties, with scores close to float32's and yet not equal to them (the mode is in effect).
+TEST(ArenBfloat16, CloseToFloat32) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  std::mt19937 rng(11);
+  std::uniform_int_distribution<int> length(1, 12);
+  std::uniform_int_distribution<int> letter(3, 49);  // the source vocabulary's Arabic letters
+  std::vector<std::vector<int32_t>> sources(300);
+  for (auto& source : sources) {
+    source.resize(length(rng));
+    for (int32_t& id : source) id = letter(rng);
+  }
+  for (const std::string variant : {"v2/aren-transliteration", "v2/aren-transliteration-i8"}) {
+    std::unique_ptr<TranslationModel> f32 = Load(variant);
+    absl::StatusOr<std::unique_ptr<TranslationModel>> bf16 =
+        LoadTranslationModel(ArenModel(variant), {.compute_type = ComputeType::kBfloat16});
+    ASSERT_TRUE(bf16.ok()) << bf16.status();
+    EXPECT_EQ((*bf16)->transformer->config.compute_type, ComputeType::kBfloat16);
+    EXPECT_EQ(f32->transformer->config.compute_type, ComputeType::kFloat32);
+
+    const Output published = Translate(**bf16, {"آ ت ز م و ن"}, Greedy())[0][0];
+    EXPECT_EQ(published.text, "a t z m o n") << variant;
+    EXPECT_NEAR(published.score, -1.061748f / 7, 0.01) << variant;
+
+    auto want = TranslateBatch(f32->transformer, sources, Greedy());
+    auto got = TranslateBatch((*bf16)->transformer, sources, Greedy());
+    ASSERT_TRUE(want.ok() && got.ok());
+    int same = 0;
+    double max_score_difference = 0;
+    for (size_t i = 0; i < sources.size(); ++i) {
+      const Hypothesis& a = (*want)[i][0];
+      const Hypothesis& b = (*got)[i][0];
+      if (a.tokens != b.tokens) continue;
+      ++same;
+      max_score_difference = std::max(max_score_difference, std::abs(double{a.score} - b.score));
+    }
+    std::cout << variant << ": bfloat16 = float32 for " << same << " of " << sources.size()
+              << " sources; scores differ by at most " << max_score_difference << "\n";
+    EXPECT_GE(same, 280) << variant;  // 295 and 289 of 300 when written
+    EXPECT_LT(max_score_difference, 0.02) << variant;
+    EXPECT_GT(max_score_difference, 1e-6) << variant;
+  }
+}
+
+// bfloat16 is accepted exactly on CPUs that have AVX512_BF16.
+TEST(ModelLoader, CheckLoadOptions) {
+  EXPECT_TRUE(CheckLoadOptions({}).ok());
+  EXPECT_EQ(CheckLoadOptions({.compute_type = ComputeType::kBfloat16}).ok(),
+            PackedBfloat16Supported());
 }
 
 }  // namespace

@@ -31,6 +31,8 @@ ABSL_FLAG(int, num_hypotheses, 1, "Hypotheses printed per input, best first, tab
 ABSL_FLAG(bool, scores, false, "Print each hypothesis' score before it (score ||| text).");
 ABSL_FLAG(int, batch_size, 32, "Sentences translated together.");
 ABSL_FLAG(int, threads, 0, "Threads; 0 keeps OpenBLAS's default (the CPUs available).");
+ABSL_FLAG(std::string, compute_type, "float32",
+          "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
 
 namespace {
 
@@ -60,8 +62,14 @@ int Run() {
       path = *fetched;
     }
   }
+  const absl::StatusOr<rosetta::ComputeType> compute_type =
+      rosetta::ParseComputeType(absl::GetFlag(FLAGS_compute_type));
+  if (!compute_type.ok()) {
+    std::cerr << "rosetta-translate: --compute_type: " << compute_type.status().message() << "\n";
+    return 1;
+  }
   absl::StatusOr<std::unique_ptr<rosetta::TranslationModel>> model =
-      rosetta::LoadTranslationModel(path);
+      rosetta::LoadTranslationModel(path, {.compute_type = *compute_type});
   if (!model.ok()) {
     std::cerr << "rosetta-translate: " << model.status().message() << "\n";
     return 1;
@@ -69,9 +77,11 @@ int Run() {
   const double load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cerr << absl::StrFormat(
-      "rosetta-translate: loaded %s (%s, %s weights) in %.2f s; BLAS: %s, %d threads\n", dir,
-      (*model)->transformer->config.architecture, (*model)->transformer->config.weight_type,
-      load_seconds, rosetta::BlasCoreName(), threads);
+      "rosetta-translate: loaded %s (%s, %s weights, computing in %s) in %.2f s; BLAS: %s, %d "
+      "threads\n",
+      dir, (*model)->transformer->config.architecture, (*model)->transformer->config.weight_type,
+      rosetta::ComputeTypeName((*model)->transformer->config.compute_type), load_seconds,
+      rosetta::BlasCoreName(), threads);
 
   rosetta::DecodingOptions options = (*model)->default_options;
   if (absl::GetFlag(FLAGS_beam_size) > 0) options.beam_size = absl::GetFlag(FLAGS_beam_size);
