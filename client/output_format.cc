@@ -81,10 +81,10 @@ std::string ModelKindName(rosetta::v1::ModelKind kind) {
 
 std::string FormatModelTable(const rosetta::v1::ListModelsResponse& models) {
   std::vector<std::vector<std::string>> rows = {
-      {"NAME", "KIND", "ARCHITECTURE", "QUANTIZATION", "DEFAULT"}};
+      {"NAME", "KIND", "ARCHITECTURE", "QUANTIZATION", "COMPUTE", "DEFAULT"}};
   for (const rosetta::v1::ModelInfo& model : models.models()) {
     rows.push_back({model.name(), ModelKindName(model.kind()), model.architecture(),
-                    model.quantization(), model.is_default() ? "*" : ""});
+                    model.quantization(), model.compute_type(), model.is_default() ? "*" : ""});
   }
   std::vector<size_t> widths(rows[0].size(), 0);
   for (const auto& row : rows) {

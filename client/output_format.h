@@ -27,8 +27,8 @@ std::string FormatEmbedding(const rosetta::v1::Embedding& embedding, bool json);
 // "translation", "embedding" or "unspecified".
 std::string ModelKindName(rosetta::v1::ModelKind kind);
 
-// A table with a header line: name, kind, architecture, quantization and a "*" for the default
-// model, in aligned columns; each line ends with a newline.
+// A table with a header line: name, kind, architecture, quantization, compute type and a "*" for
+// the default model, in aligned columns; each line ends with a newline.
 std::string FormatModelTable(const rosetta::v1::ListModelsResponse& models);
 
 }  // namespace rosetta::client

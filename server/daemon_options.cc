@@ -107,6 +107,16 @@ const std::vector<Flag>& Flags() {
               "Engine threads per model; 0: the CPUs this process may use (cgroup "
               "limits included). Default 0.",
               0, [](DaemonOptions& o) -> int& { return o.threads; }),
+      {"compute_type",
+       "How the models' linear layers multiply: float32 (default), or bfloat16 (inputs and "
+       "weights rounded to bfloat16, float32 sums: about twice as fast, results within bfloat16 "
+       "rounding; CPUs with AVX512_BF16).",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         absl::StatusOr<ComputeType> type = ParseComputeType(v);
+         if (!type.ok()) return BadValue("compute_type", v, "float32 or bfloat16");
+         o.compute_type = *type;
+         return absl::OkStatus();
+       }},
       {"batching",
        "continuous (default): sentences join and leave the running batch at every "
        "decoding step; static: a batch runs to completion before the next is formed.",

@@ -35,6 +35,7 @@ struct DaemonOptions {
   hub::HubOptions hub;     // where and how Hub models are fetched (main() fills it)
   std::string models_dir;  // every model directory inside is served, by its name
   int threads = 0;         // engine threads per model; 0: the CPUs available
+  ComputeType compute_type = ComputeType::kFloat32;  // how every model's linear layers multiply
   BatchingOptions batching;
   RequestLimits limits;
   absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight

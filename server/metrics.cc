@@ -179,13 +179,14 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
         families[compute_wait].metric.push_back(Value(stats.compute_wait_seconds, model, true));
         families[load].metric.push_back(Value(served->load_seconds, model, false));
         const bool translates = served->translates();
-        families[info].metric.push_back(
-            Value(1,
-                  {{"model", served->name},
-                   {"kind", translates ? "translation" : "embedding"},
-                   {"format", translates ? served->model->format : "huggingface"},
-                   {"quantization", served->embedder->weight_type()}},
-                  false));
+        families[info].metric.push_back(Value(
+            1,
+            {{"model", served->name},
+             {"kind", translates ? "translation" : "embedding"},
+             {"format", translates ? served->model->format : "huggingface"},
+             {"quantization", served->embedder->weight_type()},
+             {"compute_type", std::string(ComputeTypeName(served->embedder->compute_type()))}},
+            false));
       }
     }
     double cpu = 0, resident = 0, start = 0;

@@ -55,7 +55,8 @@ bool IsTranslationDirectory(const std::string& dir) {
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& path,
                                                              const DaemonOptions& options) {
-  absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(path);
+  absl::StatusOr<std::unique_ptr<TranslationModel>> model =
+      LoadTranslationModel(path, {.compute_type = options.compute_type});
   if (!model.ok()) return model.status();
   auto served = std::make_unique<ServedModel>();
   served->model = std::move(*model);
@@ -71,7 +72,8 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& 
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& path,
                                                            const DaemonOptions& options) {
-  absl::StatusOr<std::unique_ptr<EmbeddingModel>> embedder = LoadEmbeddingModel(path);
+  absl::StatusOr<std::unique_ptr<EmbeddingModel>> embedder =
+      LoadEmbeddingModel(path, {.compute_type = options.compute_type});
   if (!embedder.ok()) return embedder.status();
   auto served = std::make_unique<ServedModel>();
   served->embedder = std::move(*embedder);
@@ -141,18 +143,21 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
       const WorkerStats stats = served->worker->Stats();
       Log("loaded translation model \"", spec.name, "\" from ", from, " in ", load_time,
           " s: ", served->model->format, " ", transformer.config.architecture, ", ",
-          transformer.config.weight_type, " weights, d_model ", transformer.config.d_model, ", ",
-          transformer.encoder_layers.size(), "+", transformer.decoder_layers.size(),
-          " layers, vocabularies ", transformer.source_vocab_size(), "/",
-          transformer.target_vocab_size(), "; ", batching.continuous ? "continuous" : "static",
-          " batching, ", threads, " threads, up to ", served->worker->max_beams(), " beams of ",
-          served->max_decoding_length, " tokens, KV cache ",
-          absl::StrFormat("%.1f", stats.cache_bytes_capacity / 1048576.0), " MiB");
+          transformer.config.weight_type, " weights computing in ",
+          ComputeTypeName(transformer.config.compute_type), ", d_model ",
+          transformer.config.d_model, ", ", transformer.encoder_layers.size(), "+",
+          transformer.decoder_layers.size(), " layers, vocabularies ",
+          transformer.source_vocab_size(), "/", transformer.target_vocab_size(), "; ",
+          batching.continuous ? "continuous" : "static", " batching, ", threads, " threads, up to ",
+          served->worker->max_beams(), " beams of ", served->max_decoding_length,
+          " tokens, KV cache ", absl::StrFormat("%.1f", stats.cache_bytes_capacity / 1048576.0),
+          " MiB");
     } else {
       Log("loaded embedding model \"", spec.name, "\" from ", from, " in ", load_time,
-          " s: ", embedder.architecture(), ", ", embedder.weight_type(), " weights, dimension ",
-          embedder.dimension(), ", ", embedder.encoder().encoder_layers.size(), " layers, ",
-          embedder.tokenizer_description(), ", up to ", served->max_tokens_per_text,
+          " s: ", embedder.architecture(), ", ", embedder.weight_type(), " weights computing in ",
+          ComputeTypeName(embedder.compute_type()), ", dimension ", embedder.dimension(), ", ",
+          embedder.encoder().encoder_layers.size(), " layers, ", embedder.tokenizer_description(),
+          ", up to ", served->max_tokens_per_text,
           " tokens; pooling: ", embedder.pooling_description(),
           embedder.normalizes() ? ", normalized" : "", "; ", threads, " threads");
     }

@@ -326,6 +326,7 @@ void FillModelInfo(const ServedModel& served, bool is_default, const RequestLimi
     out->set_target_vocabulary_size(transformer.target_vocab_size());
     out->set_decoder_layers(static_cast<int>(transformer.decoder_layers.size()));
     out->set_quantization(transformer.config.weight_type);
+    out->set_compute_type(std::string(ComputeTypeName(transformer.config.compute_type)));
     out->set_tokenizer(std::string(model.codec->name()));
     v1::TranslateOptions* defaults = out->mutable_default_options();
     defaults->set_beam_size(model.default_options.beam_size);
@@ -345,6 +346,7 @@ void FillModelInfo(const ServedModel& served, bool is_default, const RequestLimi
     out->set_format("huggingface");
     out->set_source_vocabulary_size(embedder.vocabulary_size());
     out->set_quantization(embedder.weight_type());
+    out->set_compute_type(std::string(ComputeTypeName(embedder.compute_type())));
     out->set_tokenizer(embedder.tokenizer_description());
     l->set_batch_token_budget(batching.encode_token_budget);
     out->set_batching("token budget");

@@ -195,7 +195,8 @@ def run_checks(args, address, model_dir, python_client, inputs, stdin_text, refe
     status, out, err = run(client + ["models", *at])
     rows = [line.split() for line in out.splitlines()]
     check(status == 0 and rows[0][:2] == ["NAME", "KIND"] and
-          [MODEL_NAME, "translation"] == rows[1][:2] and rows[1][-1] == "*" and len(rows) == 2,
+          [MODEL_NAME, "translation"] == rows[1][:2] and rows[1][-2:] == ["float32", "*"] and
+          len(rows) == 2,
           "rosetta models lists the model as the default translation model", out + err)
     status, out, err = run(client + ["models", "--json", *at])
     models = [json.loads(line) for line in out.splitlines()] if status == 0 else []

@@ -19,11 +19,27 @@ absl::StatusOr<DaemonOptions> Parse(std::vector<const char*> args) {
 }
 
 TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
-  auto options =
-      Parse({"--model", "en-de=/m/opus", "--model=/models/aren/", "--listen=127.0.0.1:0",
-             "--threads", "3", "--batching", "static", "--max_queued_texts=7",
-             "--max_texts_per_request", "4", "--kv_cache_mb", "64", "--encode_max_wait_ms", "5",
-             "--drain_timeout", "2.5", "--max_tokens_per_text", "100"});
+  auto options = Parse({"--model",
+                        "en-de=/m/opus",
+                        "--model=/models/aren/",
+                        "--listen=127.0.0.1:0",
+                        "--threads",
+                        "3",
+                        "--batching",
+                        "static",
+                        "--max_queued_texts=7",
+                        "--max_texts_per_request",
+                        "4",
+                        "--kv_cache_mb",
+                        "64",
+                        "--encode_max_wait_ms",
+                        "5",
+                        "--drain_timeout",
+                        "2.5",
+                        "--max_tokens_per_text",
+                        "100",
+                        "--compute_type",
+                        "bfloat16"});
   ASSERT_TRUE(options.ok()) << options.status();
   ASSERT_EQ(options->models.size(), 2u);
   EXPECT_EQ(options->models[0].name, "en-de");
@@ -41,6 +57,8 @@ TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
   EXPECT_EQ(options->batching.encode_max_wait, absl::Milliseconds(5));
   EXPECT_EQ(options->drain_timeout, absl::Milliseconds(2500));
   EXPECT_EQ(options->limits.max_tokens_per_text, 100);
+  EXPECT_EQ(options->compute_type, ComputeType::kBfloat16);
+  EXPECT_EQ(Parse({"--model", "a=/x"})->compute_type, ComputeType::kFloat32);
 }
 
 TEST(DaemonOptionsTest, ReadsAConfigFileThatLaterFlagsOverride) {
@@ -64,6 +82,8 @@ TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
               HasSubstr("--threads: \"-1\" is not an integer >= 0"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--batching", "dynamic"}).status().message(),
               HasSubstr("continuous or static"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--compute_type", "int4"}).status().message(),
+              HasSubstr("--compute_type: \"int4\" is not float32 or bfloat16"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--colour", "red"}).status().message(),
               HasSubstr("unknown flag --colour"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--listen", "nowhere"}).status().message(),

@@ -91,7 +91,8 @@ def main():
             return 1
         startup = "".join(daemon.log)
         check(f'loaded translation model "aren" from {model}' in startup and
-              "float32 weights" in startup and "limits per request: 128 texts" in startup and
+              "float32 weights computing in float32" in startup and
+              "limits per request: 128 texts" in startup and
               "per model: 1024 queued texts" in startup and
               f"serving on {daemon.address}" in startup,
               "the log says what was loaded, the limits and where it listens", startup)

@@ -87,14 +87,17 @@ class ServerTest : public ::testing::Test {
   }
 
   // The engine alone: what the server must answer.
+  // The engine's translation of `text` alone (by `model`, default the float32 aren model).
   static std::string EngineTranslation(const std::string& text, const DecodingOptions& options,
-                                       float* score = nullptr) {
-    auto ids = engine_model_->EncodeText(text);
+                                       float* score = nullptr,
+                                       const TranslationModel* model = nullptr) {
+    if (model == nullptr) model = engine_model_;
+    auto ids = model->EncodeText(text);
     EXPECT_TRUE(ids.ok()) << ids.status();
-    auto result = TranslateBatch(engine_model_->transformer, {*ids}, options);
+    auto result = TranslateBatch(model->transformer, {*ids}, options);
     EXPECT_TRUE(result.ok()) << result.status();
     if (score != nullptr) *score = (*result)[0][0].score;
-    return engine_model_->DecodeText((*result)[0][0].tokens);
+    return model->DecodeText((*result)[0][0].tokens);
   }
 
   grpc::Status Translate(const v1::TranslateRequest& request, v1::TranslateResponse* response,
@@ -188,7 +191,8 @@ TEST_F(ServerTest, TranslatesLikeTheEngine) {
   EXPECT_THAT(exposition, HasSubstr("rosetta_request_duration_seconds_count{method=\"Translate\","
                                     "model=\"aren\"} 4"));
   EXPECT_THAT(exposition, HasSubstr("rosetta_model_info{model=\"aren-i8\",kind=\"translation\","
-                                    "format=\"ctranslate2\",quantization=\"int8\"} 1"));
+                                    "format=\"ctranslate2\",quantization=\"int8\","
+                                    "compute_type=\"float32\"} 1"));
   EXPECT_THAT(exposition, HasSubstr("rosetta_running_sequences{model=\"aren\"} 0"));
 }
 
@@ -222,6 +226,56 @@ TEST_F(ServerTest, SixtyFourConcurrentClientsGetTheirOwnResults) {
   const v1::ModelStats stats = Stats();
   EXPECT_EQ(stats.sentences(), kClients);
   EXPECT_GT(stats.max_batch_sequences(), 1) << "the clients were never batched together";
+}
+
+// --compute_type bfloat16: every client gets what the bfloat16 engine gives its text alone,
+// whatever it was batched with, and ListModels, the metrics and the engine agree on the mode.
+TEST_F(ServerTest, ComputesInBfloat16LikeTheEngine) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  DaemonOptions daemon_options = Options();
+  daemon_options.compute_type = ComputeType::kBfloat16;
+  StartServer(daemon_options);
+  absl::StatusOr<std::unique_ptr<TranslationModel>> bf16 = LoadTranslationModel(
+      testing::ArenModel("v2/aren-transliteration"), {.compute_type = ComputeType::kBfloat16});
+  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  constexpr int kClients = 32;
+  const std::vector<std::string> texts = RandomTexts(kClients, 30, 7);
+  std::vector<v1::TranslateResponse> responses(kClients);
+  std::vector<grpc::Status> statuses(kClients);
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      v1::TranslateRequest request;
+      request.add_texts(texts[c]);
+      request.mutable_options()->set_beam_size(1 + c % 2);
+      request.mutable_options()->set_return_scores(true);
+      statuses[c] = Translate(request, &responses[c]);
+    });
+  }
+  for (auto& t : clients) t.join();
+  int differ_from_float32 = 0;
+  for (int c = 0; c < kClients; ++c) {
+    ASSERT_TRUE(statuses[c].ok()) << statuses[c].error_message();
+    DecodingOptions options = engine_model_->default_options;
+    options.beam_size = 1 + c % 2;
+    float score = 0, float32_score = 0;
+    const v1::Hypothesis& h = responses[c].translations(0).hypotheses(0);
+    EXPECT_EQ(h.text(), EngineTranslation(texts[c], options, &score, bf16->get())) << c;
+    EXPECT_EQ(h.score(), score) << "client " << c;
+    EngineTranslation(texts[c], options, &float32_score);
+    if (float32_score != score) ++differ_from_float32;
+  }
+  EXPECT_GT(differ_from_float32, 0) << "the daemon computed in float32";
+  EXPECT_GT(Stats().max_batch_sequences(), 1) << "the clients were never batched together";
+
+  grpc::ClientContext context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_EQ(list.models(0).compute_type(), "bfloat16");
+  EXPECT_EQ(list.models(1).compute_type(), "bfloat16");
+  EXPECT_EQ(list.models(1).quantization(), "int8");
+  EXPECT_THAT(server_->metrics().Exposition(), HasSubstr("compute_type=\"bfloat16\"} 1"));
 }
 
 // While a long translation decodes, a short one sent later finishes first (continuous), and
@@ -745,6 +799,7 @@ TEST_F(ServerTest, ListsModelsAndEncodes) {
   EXPECT_EQ(aren.architecture(), "TransformerBase (CTranslate2 binary version 2)");
   EXPECT_EQ(aren.format(), "ctranslate2");
   EXPECT_EQ(aren.quantization(), "float32");
+  EXPECT_EQ(aren.compute_type(), "float32");
   EXPECT_EQ(aren.source_vocabulary_size(), 51);
   EXPECT_EQ(aren.target_vocabulary_size(), 43);
   EXPECT_EQ(aren.encoder_layers(), 6);
