@@ -25,7 +25,7 @@ ABSL_FLAG(int, texts, 256, "Texts per configuration.");
 ABSL_FLAG(int, length, 32, "Ids per text, [CLS] and [SEP] included.");
 ABSL_FLAG(std::string, batch_sizes, "1,32", "Batch sizes.");
 ABSL_FLAG(int, threads, 2, "Threads.");
-ABSL_FLAG(std::string, compute_type, "float32",
+ABSL_FLAG(rosetta::ComputeType, compute_type, rosetta::ComputeType::kFloat32,
           "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
 ABSL_FLAG(int, seed, 1234, "Seed of the random pieces.");
 
@@ -42,14 +42,8 @@ double ProcessCpuSeconds() {
 
 int Run() {
   rosetta::SetBlasThreads(1);  // the engine splits GEMMs over its own threads
-  const absl::StatusOr<rosetta::ComputeType> compute_type =
-      rosetta::ParseComputeType(absl::GetFlag(FLAGS_compute_type));
-  if (!compute_type.ok()) {
-    std::cerr << compute_type.status() << "\n";
-    return 1;
-  }
-  auto model =
-      rosetta::LoadEmbeddingModel(absl::GetFlag(FLAGS_model), {.compute_type = *compute_type});
+  auto model = rosetta::LoadEmbeddingModel(absl::GetFlag(FLAGS_model),
+                                           {.compute_type = absl::GetFlag(FLAGS_compute_type)});
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;

@@ -25,7 +25,7 @@ ABSL_FLAG(int, target_length, 25, "Generated tokens per sentence (min = max leng
 ABSL_FLAG(std::string, batch_sizes, "1,8,32", "Batch sizes.");
 ABSL_FLAG(std::string, beams, "1,4", "Beam sizes.");
 ABSL_FLAG(int, threads, 2, "Threads.");
-ABSL_FLAG(std::string, compute_type, "float32",
+ABSL_FLAG(rosetta::ComputeType, compute_type, rosetta::ComputeType::kFloat32,
           "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
 ABSL_FLAG(int, seed, 1234, "Seed of the random source tokens.");
 
@@ -42,14 +42,8 @@ std::vector<int> ParseList(const std::string& text) {
 int Run() {
   // The engine runs its own threads and splits the GEMMs among them.
   rosetta::SetBlasThreads(1);
-  const absl::StatusOr<rosetta::ComputeType> compute_type =
-      rosetta::ParseComputeType(absl::GetFlag(FLAGS_compute_type));
-  if (!compute_type.ok()) {
-    std::cerr << compute_type.status() << "\n";
-    return 1;
-  }
-  auto model =
-      rosetta::LoadTranslationModel(absl::GetFlag(FLAGS_model), {.compute_type = *compute_type});
+  auto model = rosetta::LoadTranslationModel(absl::GetFlag(FLAGS_model),
+                                             {.compute_type = absl::GetFlag(FLAGS_compute_type)});
   if (!model.ok()) {
     std::cerr << model.status() << "\n";
     return 1;

@@ -8,6 +8,7 @@
 #define ROSETTA_ENGINE_PACKED_GEMM_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
@@ -26,6 +27,9 @@ enum class ComputeType {
 // "float32" / "bfloat16".
 absl::string_view ComputeTypeName(ComputeType type);
 absl::StatusOr<ComputeType> ParseComputeType(absl::string_view name);
+// So that tools can declare ABSL_FLAG(rosetta::ComputeType, ...).
+bool AbslParseFlag(absl::string_view text, ComputeType* type, std::string* error);
+std::string AbslUnparseFlag(ComputeType type);
 
 // W [n x k] in panels of kPackedPanelWidth output columns, zero past n. float32: panel p is k rows
 // of kPackedPanelWidth floats, data[p][kk][j] = W[p * width + j][kk]. bfloat16: panel p is

@@ -31,7 +31,7 @@ ABSL_FLAG(int, num_hypotheses, 1, "Hypotheses printed per input, best first, tab
 ABSL_FLAG(bool, scores, false, "Print each hypothesis' score before it (score ||| text).");
 ABSL_FLAG(int, batch_size, 32, "Sentences translated together.");
 ABSL_FLAG(int, threads, 0, "Threads; 0 keeps OpenBLAS's default (the CPUs available).");
-ABSL_FLAG(std::string, compute_type, "float32",
+ABSL_FLAG(rosetta::ComputeType, compute_type, rosetta::ComputeType::kFloat32,
           "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
 
 namespace {
@@ -62,14 +62,8 @@ int Run() {
       path = *fetched;
     }
   }
-  const absl::StatusOr<rosetta::ComputeType> compute_type =
-      rosetta::ParseComputeType(absl::GetFlag(FLAGS_compute_type));
-  if (!compute_type.ok()) {
-    std::cerr << "rosetta-translate: --compute_type: " << compute_type.status().message() << "\n";
-    return 1;
-  }
   absl::StatusOr<std::unique_ptr<rosetta::TranslationModel>> model =
-      rosetta::LoadTranslationModel(path, {.compute_type = *compute_type});
+      rosetta::LoadTranslationModel(path, {.compute_type = absl::GetFlag(FLAGS_compute_type)});
   if (!model.ok()) {
     std::cerr << "rosetta-translate: " << model.status().message() << "\n";
     return 1;
