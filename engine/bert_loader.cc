@@ -252,6 +252,7 @@ absl::Status ReadSentenceTransformersModules(const std::string& dir, BertDirecto
 }  // namespace
 
 absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir, ComputeType compute_type) {
+  RETURN_IF_ERROR(CheckComputeType(compute_type));
   const std::string config_path = JoinPath(dir, "config.json");
   ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile(config_path));
   BertDirectory out;

@@ -401,6 +401,7 @@ bool LooksLikeCt2Directory(const std::string& dir) {
 
 absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string& dir,
                                                                ComputeType compute_type) {
+  RETURN_IF_ERROR(CheckComputeType(compute_type));
   const std::string bin_path = JoinPath(dir, "model.bin");
   ASSIGN_OR_RETURN(Ct2ModelBin bin, ReadCt2ModelBin(bin_path));
   if (bin.version == 1) bin.variables->RenameAll(V1ToV2Name);

@@ -185,6 +185,7 @@ bool LooksLikeMarianDirectory(const std::string& dir) {
 
 absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::string& dir,
                                                                   ComputeType compute_type) {
+  RETURN_IF_ERROR(CheckComputeType(compute_type));
   const std::string config_path = JoinPath(dir, "config.json");
   ASSIGN_OR_RETURN(nlohmann::json json, ReadJsonFile(config_path));
   if (!json.is_object() || json.value("model_type", "") != "marian") {

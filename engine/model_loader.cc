@@ -11,12 +11,7 @@
 namespace rosetta {
 
 absl::Status CheckLoadOptions(const LoadOptions& options) {
-  if (options.compute_type == ComputeType::kBfloat16 && !PackedBfloat16Supported()) {
-    return absl::FailedPreconditionError(
-        "compute type bfloat16 needs a CPU with AVX-512 and AVX512_BF16; this one lacks them "
-        "(use float32)");
-  }
-  return absl::OkStatus();
+  return CheckComputeType(options.compute_type);
 }
 
 absl::StatusOr<std::unique_ptr<TranslationModel>> LoadTranslationModel(const std::string& dir,

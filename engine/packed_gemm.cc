@@ -279,12 +279,37 @@ std::string AbslUnparseFlag(ComputeType type) { return std::string(ComputeTypeNa
 
 bool PackedGemmSupported() { return UseAvx512(); }
 
-bool PackedBfloat16Supported() {
+namespace {
+
+bool CpuHasBfloat16() {
   static const bool has = [] {
     __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512bf16") != 0 && __builtin_cpu_supports("avx512bw") != 0;
+    return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+           __builtin_cpu_supports("avx512bf16") != 0;
   }();
-  return has && UseAvx512();
+  return has;
+}
+
+}  // namespace
+
+bool PackedBfloat16Supported() { return CpuHasBfloat16() && UseAvx512(); }
+
+absl::Status CheckComputeType(ComputeType type) {
+  if (type != ComputeType::kBfloat16 || PackedBfloat16Supported()) return absl::OkStatus();
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") == 0) {
+    return absl::FailedPreconditionError(
+        "compute type bfloat16 needs AVX-512F and AVX512_BF16; this CPU has neither (use "
+        "float32)");
+  }
+  if (!CpuHasBfloat16()) {
+    return absl::FailedPreconditionError(
+        "compute type bfloat16 needs AVX512_BF16 (and AVX512BW), which this CPU lacks; it has "
+        "AVX-512F (use float32)");
+  }
+  return absl::FailedPreconditionError(
+      "compute type bfloat16 needs the AVX-512 kernels, which were turned off "
+      "(ForcePortableKernels)");
 }
 
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "engine/aligned_vector.h"
@@ -52,6 +53,8 @@ struct PackedWeights {
 bool PackedGemmSupported();
 // Whether it runs the bfloat16 kernel too (AVX-512F and AVX512_BF16).
 bool PackedBfloat16Supported();
+// OK when this CPU can compute in `type`; otherwise FAILED_PRECONDITION naming what it lacks.
+absl::Status CheckComputeType(ComputeType type);
 
 // REQUIRES: w is [n x k] row-major; bias is null or has n values.
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k);

@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "engine/model_loader.h"
 #include "grpc/health/v1/health.pb.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
@@ -19,6 +20,10 @@ Server::~Server() {
 }
 
 absl::Status Server::Start() {
+  // Before listening or fetching anything: a model could not load anyway.
+  if (absl::Status s = CheckLoadOptions({.compute_type = options_.compute_type}); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat("--compute_type: ", s.message()));
+  }
   if (!options_.metrics_listen.empty()) {
     if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;
     const size_t colon = options_.metrics_listen.rfind(':');

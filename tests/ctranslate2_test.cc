@@ -333,17 +333,55 @@ TEST(ArenBfloat16, CloseToFloat32) {
     }
     std::cout << variant << ": bfloat16 = float32 for " << same << " of " << sources.size()
               << " sources; scores differ by at most " << max_score_difference << "\n";
-    EXPECT_GE(same, 280) << variant;  // 295 and 289 of 300 when written
+    EXPECT_GE(same, 270) << variant;  // 295 and 289 of 300 when written (Zen 5)
     EXPECT_LT(max_score_difference, 0.02) << variant;
     EXPECT_GT(max_score_difference, 1e-6) << variant;
   }
 }
 
-// bfloat16 is accepted exactly on CPUs that have AVX512_BF16.
+// In bfloat16 the packed kernel serves every row count: a batch of more rows than the float32
+// decoder hands to the packed kernel (256) gives each sentence what it gets alone.
+TEST(ArenBfloat16, LargeBatchEqualsAlone) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(
+      ArenModel("v2/aren-transliteration"), {.compute_type = ComputeType::kBfloat16});
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::mt19937 rng(12);
+  std::uniform_int_distribution<int> length(1, 12);
+  std::uniform_int_distribution<int> letter(3, 49);
+  std::vector<std::vector<int32_t>> sources(80);  // x 4 beams: 320 rows
+  for (auto& source : sources) {
+    source.resize(length(rng));
+    for (int32_t& id : source) id = letter(rng);
+  }
+  DecodingOptions options;
+  options.beam_size = 4;
+  auto together = TranslateBatch((*model)->transformer, sources, options);
+  ASSERT_TRUE(together.ok()) << together.status();
+  for (size_t i = 0; i < sources.size(); ++i) {
+    auto alone = TranslateBatch((*model)->transformer, {sources[i]}, options);
+    ASSERT_TRUE(alone.ok()) << alone.status();
+    EXPECT_EQ((*alone)[0][0].tokens, (*together)[i][0].tokens) << "source " << i;
+    EXPECT_EQ((*alone)[0][0].score, (*together)[i][0].score) << "source " << i;
+  }
+}
+
+// bfloat16 is accepted exactly on CPUs that have AVX512_BF16 (and with the AVX-512 kernels on);
+// elsewhere every loader refuses it with a reason instead of running instructions the CPU lacks
+// (the _portable run of this test checks that side).
 TEST(ModelLoader, CheckLoadOptions) {
   EXPECT_TRUE(CheckLoadOptions({}).ok());
-  EXPECT_EQ(CheckLoadOptions({.compute_type = ComputeType::kBfloat16}).ok(),
-            PackedBfloat16Supported());
+  const absl::Status bf16 = CheckLoadOptions({.compute_type = ComputeType::kBfloat16});
+  EXPECT_EQ(bf16.ok(), PackedBfloat16Supported());
+  if (PackedBfloat16Supported()) return;
+  EXPECT_TRUE(absl::IsFailedPrecondition(bf16)) << bf16;
+  EXPECT_THAT(bf16.message(), HasSubstr("compute type bfloat16 needs"));
+  const std::string dir = ArenModel("v2/aren-transliteration");
+  EXPECT_THAT(
+      LoadTranslationModel(dir, {.compute_type = ComputeType::kBfloat16}).status().message(),
+      HasSubstr("compute type bfloat16 needs"));
+  EXPECT_THAT(LoadCt2Model(dir, ComputeType::kBfloat16).status().message(),
+              HasSubstr("compute type bfloat16 needs"));
 }
 
 }  // namespace

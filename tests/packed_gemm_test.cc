@@ -209,14 +209,15 @@ TEST(PackedGemm, ComputeTypeNames) {
   EXPECT_NE(bad.status().message().find("int4"), std::string::npos);
 }
 
-TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
-  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
-  // Two model workers, each with its own pool, multiplying by the same weights at the same time.
+// Two model workers, each with its own pool, multiplying by the same weights at the same time
+// (bfloat16: each with its own buffer of rounded inputs).
+void ConcurrentCallersWithTheirOwnPools(ComputeType type) {
   std::mt19937 rng(5);
   const int m = 37, n = 200, k = 300;
   const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
   const std::vector<float> b = testing::RandomVector(n, rng);
-  const PackedWeights packed = PackWeights(w.data(), b.data(), n, k);
+  PackedWeights packed = PackWeights(w.data(), b.data(), n, k);
+  if (type == ComputeType::kBfloat16) ConvertToBfloat16(packed);
   std::vector<float> x[2];
   std::vector<float> expected[2];
   for (int t = 0; t < 2; ++t) {
@@ -239,6 +240,16 @@ TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
   for (std::thread& worker : workers) worker.join();
   EXPECT_TRUE(same[0]);
   EXPECT_TRUE(same[1]);
+}
+
+TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "this CPU has no AVX-512";
+  ConcurrentCallersWithTheirOwnPools(ComputeType::kFloat32);
+}
+
+TEST(PackedGemm, Bfloat16ConcurrentCallersWithTheirOwnPools) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  ConcurrentCallersWithTheirOwnPools(ComputeType::kBfloat16);
 }
 
 TEST(PackedGemm, PackingLayout) {
