@@ -26,7 +26,8 @@ ABSL_FLAG(int, length, 32, "Ids per text, [CLS] and [SEP] included.");
 ABSL_FLAG(std::string, batch_sizes, "1,32", "Batch sizes.");
 ABSL_FLAG(int, threads, 2, "Threads.");
 ABSL_FLAG(rosetta::ComputeType, compute_type, rosetta::ComputeType::kFloat32,
-          "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
+          "How the linear layers multiply: float32, bfloat16 (CPUs with AVX512_BF16) or int8 "
+          "(CPUs with AVX512_VNNI).");
 ABSL_FLAG(int, seed, 1234, "Seed of the random pieces.");
 
 namespace {

@@ -162,17 +162,17 @@ void BM_OpenBlas(benchmark::State& state, Shape shape) {
 // Marks the benchmark skipped on CPUs where the packed kernel cannot run.
 bool SkippedWithoutPackedKernel(benchmark::State& state,
                                 rosetta::ComputeType type = rosetta::ComputeType::kFloat32) {
-  if (type == rosetta::ComputeType::kBfloat16 ? rosetta::PackedBfloat16Supported()
-                                              : rosetta::PackedGemmSupported()) {
-    return false;
-  }
-  state.SkipWithError("the packed kernel needs AVX-512 (and AVX512_BF16 for bfloat16)");
+  const absl::Status supported = rosetta::CheckComputeType(type);
+  if (rosetta::PackedGemmSupported() && supported.ok()) return false;
+  state.SkipWithError(supported.ok() ? "the packed kernel needs AVX-512"
+                                     : std::string(supported.message()).c_str());
   return true;
 }
 
 rosetta::PackedWeights Pack(const Operands& s, int n, int k, rosetta::ComputeType type) {
   rosetta::PackedWeights packed = rosetta::PackWeights(s.w.data(), s.b.data(), n, k);
   if (type == rosetta::ComputeType::kBfloat16) rosetta::ConvertToBfloat16(packed);
+  if (type == rosetta::ComputeType::kInt8) rosetta::ConvertToInt8(packed);
   return packed;
 }
 
@@ -199,8 +199,10 @@ void BM_PackedCold(benchmark::State& state, Shape shape, rosetta::ComputeType ty
   rosetta::ThreadPool* pool = Pool(threads);
   Operands s = MakeOperands(m, n, k);
   constexpr int64_t kColdBytes = int64_t{96} << 20;  // 3x a 32 MiB L3
-  const int64_t bytes =
-      static_cast<int64_t>(n) * k * (type == rosetta::ComputeType::kBfloat16 ? 2 : sizeof(float));
+  const int bytes_per_weight = type == rosetta::ComputeType::kFloat32    ? 4
+                               : type == rosetta::ComputeType::kBfloat16 ? 2
+                                                                         : 1;
+  const int64_t bytes = static_cast<int64_t>(n) * k * bytes_per_weight;
   const int copies = static_cast<int>(std::max<int64_t>(2, (kColdBytes + bytes - 1) / bytes));
   std::vector<rosetta::PackedWeights> packed;
   for (int c = 0; c < copies; ++c) packed.push_back(Pack(s, n, k, type));
@@ -244,8 +246,11 @@ void RegisterAll() {
                                  rosetta::ComputeType::kFloat32)
         ->UseRealTime();
     for (rosetta::ComputeType type :
-         {rosetta::ComputeType::kFloat32, rosetta::ComputeType::kBfloat16}) {
-      const std::string name = type == rosetta::ComputeType::kBfloat16 ? "PackedBf16" : "Packed";
+         {rosetta::ComputeType::kFloat32, rosetta::ComputeType::kBfloat16,
+          rosetta::ComputeType::kInt8}) {
+      const std::string name = type == rosetta::ComputeType::kBfloat16 ? "PackedBf16"
+                               : type == rosetta::ComputeType::kInt8   ? "PackedInt8"
+                                                                       : "Packed";
       benchmark::RegisterBenchmark((name + suffix).c_str(), BM_PackedKernel<&rosetta::PackedLinear>,
                                    s, type)
           ->UseRealTime();

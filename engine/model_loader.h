@@ -14,8 +14,9 @@ namespace rosetta {
 
 // How a model is prepared when it is loaded.
 struct LoadOptions {
-  // How its linear layers multiply: float32, or bfloat16 (inputs and weights rounded to bfloat16,
-  // float32 sums; about twice as fast; CPUs with AVX512_BF16 only).
+  // How its linear layers multiply: float32; bfloat16 (inputs and weights rounded to bfloat16,
+  // float32 sums; CPUs with AVX512_BF16); int8 (weights quantized per column, inputs per row,
+  // int32 sums; CPUs with AVX512_VNNI). See ComputeType.
   ComputeType compute_type = ComputeType::kFloat32;
 };
 

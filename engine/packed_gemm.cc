@@ -1,5 +1,9 @@
 #include "engine/packed_gemm.h"
 
+// GCC 12's AVX-512 intrinsics (reductions, conversions) read a deliberately undefined register
+// (_mm512_undefined) and trip -Wuninitialized in its own header.
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
 #include <sys/mman.h>
 
@@ -36,6 +40,16 @@ constexpr int kChunksPerThread = 8;
 // measured 0.86x with chunks, batch 32 beam 4 1.04x).
 constexpr int kMinRowsForChunks = 16;
 
+// What a tile does with its sums besides storing them: add the bias (null: none), and for int8
+// first undo the quantization: y = (sum - column_offsets[j]) * row_scales[i] * column_scales[j].
+// Pointers are at the tile's first row and column.
+struct Epilogue {
+  const float* bias = nullptr;
+  const float* row_scales = nullptr;
+  const float* column_scales = nullptr;
+  const int32_t* column_offsets = nullptr;
+};
+
 // The accumulators of a tile start at the bias (or zero). Inlined into the kernels, so that the
 // accumulators stay in registers.
 template <int kRows, int kVecs>
@@ -69,11 +83,11 @@ __attribute__((target("avx512f"), always_inline)) inline void StoreTile(
 // Only the first `columns` columns are written.
 template <int kRows, int kPanels>
 __attribute__((target("avx512f,fma"))) void Kernel(const float* x, int64_t ldx, const float* panel,
-                                                   int64_t panel_stride, int k, const float* bias,
+                                                   int64_t panel_stride, int k, const Epilogue& e,
                                                    float* y, int64_t ldy, int columns) {
   constexpr int kVecs = 2 * kPanels;
   __m512 acc[kRows][kVecs];
-  InitTile(acc, bias);
+  InitTile(acc, e.bias);
   const float* panel1 = panel + panel_stride;
   for (int kk = 0; kk < k; ++kk) {
     __m512 b[kVecs];
@@ -100,10 +114,10 @@ __attribute__((target("avx512f,fma"))) void Kernel(const float* x, int64_t ldx, 
 template <int kRows, int kPanels>
 __attribute__((target("avx512f,avx512bw,avx512bf16"))) void KernelBf16(
     const uint32_t* x, int64_t ldx, const uint16_t* panel, int64_t panel_stride, int k_pairs,
-    const float* bias, float* y, int64_t ldy, int columns) {
+    const Epilogue& e, float* y, int64_t ldy, int columns) {
   constexpr int kVecs = 2 * kPanels;
   __m512 acc[kRows][kVecs];
-  InitTile(acc, bias);
+  InitTile(acc, e.bias);
   const uint16_t* panel1 = panel + panel_stride;
   for (int kk = 0; kk < k_pairs; ++kk) {
     __m512bh b[kVecs];
@@ -143,8 +157,89 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void RowsToBf16(const flo
   }
 }
 
+// The same tile with int8: x holds quads of unsigned bytes (each input quantized to int8 for its
+// row, plus 128), the panels quads of int8 weights; each VNNI instruction adds four products per
+// column to the int32 sums, which the epilogue turns back into floats.
+template <int kRows, int kPanels>
+__attribute__((target("avx512f,avx512bw,avx512vnni"))) void KernelInt8(
+    const uint32_t* x, int64_t ldx, const int8_t* panel, int64_t panel_stride, int k_quads,
+    const Epilogue& e, float* y, int64_t ldy, int columns) {
+  constexpr int kVecs = 2 * kPanels;
+  // Every loop over the tile is unrolled, so that the sums stay in registers (a loop GCC leaves
+  // rolled makes the array addressable and the sums live on the stack: half the speed).
+  __v16si sums[kRows][kVecs];
+#pragma GCC unroll 16
+  for (int i = 0; i < kRows; ++i) {
+#pragma GCC unroll 4
+    for (int v = 0; v < kVecs; ++v) sums[i][v] = __v16si{};
+  }
+  const int8_t* panel1 = panel + panel_stride;
+  for (int kk = 0; kk < k_quads; ++kk) {
+    __v16si b[kVecs];
+    b[0] = (__v16si)_mm512_load_si512(panel + kk * 4 * kWidth);
+    b[1] = (__v16si)_mm512_load_si512(panel + kk * 4 * kWidth + 64);
+    if constexpr (kPanels == 2) {
+      b[2] = (__v16si)_mm512_load_si512(panel1 + kk * 4 * kWidth);
+      b[3] = (__v16si)_mm512_load_si512(panel1 + kk * 4 * kWidth + 64);
+    }
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const __v16si a = (__v16si)_mm512_set1_epi32(static_cast<int>(x[i * ldx + kk]));
+      // The builtin on GCC's own vector type: through _mm512_dpbusd_epi32's casts GCC 12 copies
+      // the sums and stores them to the stack at every step (half the speed).
+#pragma GCC unroll 4
+      for (int v = 0; v < kVecs; ++v) sums[i][v] = __builtin_ia32_vpdpbusd_v16si(sums[i][v], a, b[v]);
+    }
+  }
+  __m512 acc[kRows][kVecs];
+#pragma GCC unroll 4
+  for (int v = 0; v < kVecs; ++v) {
+    const __m512i offset = _mm512_loadu_si512(e.column_offsets + 16 * v);
+    const __m512 scale = _mm512_loadu_ps(e.column_scales + 16 * v);
+    const __m512 bias = e.bias != nullptr ? _mm512_load_ps(e.bias + 16 * v) : _mm512_setzero_ps();
+#pragma GCC unroll 16
+    for (int i = 0; i < kRows; ++i) {
+      const __m512 value = _mm512_cvtepi32_ps(_mm512_sub_epi32((__m512i)sums[i][v], offset));
+      acc[i][v] =
+          _mm512_fmadd_ps(value, _mm512_mul_ps(scale, _mm512_set1_ps(e.row_scales[i])), bias);
+    }
+  }
+  StoreTile(acc, y, ldy, columns);
+}
+
+// Rows [begin, end) of x [rows x k] quantized to int8 per row (scale: the row's largest |x| / 127,
+// rounded to nearest even), stored plus 128 as unsigned bytes, 128 past k: out row i at
+// out + i * ldo (in quads), ldo >= ceil(k / 64) * 16; the scales go to row_scales[i].
+__attribute__((target("avx512f,avx512bw"))) void RowsToInt8(const float* x, int64_t ldx, int begin,
+                                                            int end, int k, uint32_t* out,
+                                                            int64_t ldo, float* row_scales) {
+  for (int i = begin; i < end; ++i) {
+    const float* row = x + i * ldx;
+    __m512 largest = _mm512_setzero_ps();
+    for (int c = 0; c < k; c += 16) {
+      const int left = k - c;
+      const __mmask16 mask = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
+      largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, row + c)));
+    }
+    const float max_abs = _mm512_reduce_max_ps(largest);
+    const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+    const __m512 inverse = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
+    row_scales[i] = scale;
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(out + i * ldo);
+    for (int c = 0; c < ldo * 4; c += 16) {
+      const int left = k - c;
+      const __mmask16 mask =
+          static_cast<__mmask16>(left >= 16 ? 0xffff : (left <= 0 ? 0 : (1u << left) - 1));
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inverse));
+      q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + c),
+                       _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(128))));
+    }
+  }
+}
+
 template <typename In, typename Weight>
-using KernelFn = void (*)(const In*, int64_t, const Weight*, int64_t, int, const float*, float*,
+using KernelFn = void (*)(const In*, int64_t, const Weight*, int64_t, int, const Epilogue&, float*,
                           int64_t, int);
 
 // kKernels<kPanels>[rows]: the kernel for tiles of `rows` rows (index 0 unused).
@@ -158,18 +253,28 @@ constexpr std::array<KernelFn<uint32_t, uint16_t>, sizeof...(kRows) + 1> MakeBf1
     std::integer_sequence<int, kRows...>) {
   return {nullptr, &KernelBf16<kRows + 1, kPanels>...};
 }
+template <int kPanels, int... kRows>
+constexpr std::array<KernelFn<uint32_t, int8_t>, sizeof...(kRows) + 1> MakeInt8Kernels(
+    std::integer_sequence<int, kRows...>) {
+  return {nullptr, &KernelInt8<kRows + 1, kPanels>...};
+}
 constexpr auto kPairKernels = MakeKernels<2>(std::make_integer_sequence<int, kPairRows>());
 constexpr auto kSingleKernels = MakeKernels<1>(std::make_integer_sequence<int, kSingleRows>());
 constexpr auto kPairBf16Kernels = MakeBf16Kernels<2>(std::make_integer_sequence<int, kPairRows>());
 constexpr auto kSingleBf16Kernels =
     MakeBf16Kernels<1>(std::make_integer_sequence<int, kSingleRows>());
+constexpr auto kPairInt8Kernels = MakeInt8Kernels<2>(std::make_integer_sequence<int, kPairRows>());
+constexpr auto kSingleInt8Kernels =
+    MakeInt8Kernels<1>(std::make_integer_sequence<int, kSingleRows>());
 
 // The inputs and weights of one call in the kernels' types: float32 as they are, bfloat16 as
-// pairs. `depth` counts the kernel's steps over k (k, or its pairs).
+// pairs, int8 as quads with a scale per row of x. `depth` counts the kernel's steps over k (k, or
+// its pairs or quads).
 template <typename In, typename Weight>
 struct Operands {
   const In* x;
   int64_t ldx;
+  const float* row_scales;  // int8 only
   const Weight* data;
   int depth;
   const std::array<KernelFn<In, Weight>, kPairRows + 1>& pair_kernels;
@@ -182,11 +287,16 @@ void RunUnit(const Operands<In, Weight>& in, const PackedWeights& w, float* y, i
              int row_begin, int row_end, int panel_begin, int panel_end) {
   const int64_t panel_stride = static_cast<int64_t>(in.depth) * kWidth *
                                static_cast<int64_t>(sizeof(float) / sizeof(Weight));
+  const int64_t first_column = static_cast<int64_t>(panel_begin) * kWidth;
   const bool pair = panel_end - panel_begin == 2;
   const int max_rows = pair ? kPairRows : kSingleRows;
   const Weight* panel = in.data + panel_begin * panel_stride;
-  const float* bias =
-      w.bias.empty() ? nullptr : w.bias.data() + static_cast<int64_t>(panel_begin) * kWidth;
+  Epilogue e;
+  e.bias = w.bias.empty() ? nullptr : w.bias.data() + first_column;
+  if (!w.column_scales.empty()) {
+    e.column_scales = w.column_scales.data() + first_column;
+    e.column_offsets = w.column_offsets.data() + first_column;
+  }
   const int columns = std::min((panel_end - panel_begin) * kWidth, w.n - panel_begin * kWidth);
   // Tiles as even as possible (32 rows: 6+6+5+5+5+5, not 6+6+6+6+6+2): a short tile wastes FMA
   // latency slots.
@@ -195,8 +305,9 @@ void RunUnit(const Operands<In, Weight>& in, const PackedWeights& w, float* y, i
   for (int t = 0; t < tiles; ++t) {
     const int rows = (row_end - row + (tiles - t) - 1) / (tiles - t);
     const KernelFn<In, Weight> kernel = pair ? in.pair_kernels[rows] : in.single_kernels[rows];
-    kernel(in.x + static_cast<int64_t>(row) * in.ldx, in.ldx, panel, panel_stride, in.depth, bias,
-           y + static_cast<int64_t>(row) * ldy + panel_begin * kWidth, ldy, columns);
+    if (in.row_scales != nullptr) e.row_scales = in.row_scales + row;
+    kernel(in.x + static_cast<int64_t>(row) * in.ldx, in.ldx, panel, panel_stride, in.depth, e,
+           y + static_cast<int64_t>(row) * ldy + first_column, ldy, columns);
     row += rows;
   }
 }
@@ -255,14 +366,22 @@ void Multiply(const Operands<In, Weight>& in, int m, const PackedWeights& w, flo
 }  // namespace
 
 absl::string_view ComputeTypeName(ComputeType type) {
-  return type == ComputeType::kBfloat16 ? "bfloat16" : "float32";
+  switch (type) {
+    case ComputeType::kBfloat16:
+      return "bfloat16";
+    case ComputeType::kInt8:
+      return "int8";
+    default:
+      return "float32";
+  }
 }
 
 absl::StatusOr<ComputeType> ParseComputeType(absl::string_view name) {
   if (name == "float32") return ComputeType::kFloat32;
   if (name == "bfloat16") return ComputeType::kBfloat16;
+  if (name == "int8") return ComputeType::kInt8;
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown compute type \"", name, "\" (float32 or bfloat16)"));
+      absl::StrCat("unknown compute type \"", name, "\" (float32, bfloat16 or int8)"));
 }
 
 bool AbslParseFlag(absl::string_view text, ComputeType* type, std::string* error) {
@@ -281,35 +400,51 @@ bool PackedGemmSupported() { return UseAvx512(); }
 
 namespace {
 
-bool CpuHasBfloat16() {
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
-           __builtin_cpu_supports("avx512bf16") != 0;
-  }();
-  return has;
+// The instruction set a compute type needs beyond AVX-512F (and AVX512BW), as /proc/cpuinfo and
+// __builtin_cpu_supports name it.
+const char* ExtraInstructions(ComputeType type) {
+  return type == ComputeType::kBfloat16 ? "avx512bf16" : "avx512vnni";
+}
+
+bool CpuRuns(ComputeType type) {
+  if (type == ComputeType::kFloat32) return true;
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+         (type == ComputeType::kBfloat16 ? __builtin_cpu_supports("avx512bf16")
+                                         : __builtin_cpu_supports("avx512vnni")) != 0;
 }
 
 }  // namespace
 
-bool PackedBfloat16Supported() { return CpuHasBfloat16() && UseAvx512(); }
+bool PackedBfloat16Supported() {
+  static const bool has = CpuRuns(ComputeType::kBfloat16);
+  return has && UseAvx512();
+}
+
+bool PackedInt8Supported() {
+  static const bool has = CpuRuns(ComputeType::kInt8);
+  return has && UseAvx512();
+}
 
 absl::Status CheckComputeType(ComputeType type) {
-  if (type != ComputeType::kBfloat16 || PackedBfloat16Supported()) return absl::OkStatus();
+  if (type == ComputeType::kFloat32) return absl::OkStatus();
+  if (type == ComputeType::kBfloat16 ? PackedBfloat16Supported() : PackedInt8Supported()) {
+    return absl::OkStatus();
+  }
+  const std::string what = absl::StrCat("compute type ", ComputeTypeName(type), " needs ");
+  const std::string extra = type == ComputeType::kBfloat16 ? "AVX512_BF16" : "AVX512_VNNI";
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") == 0) {
     return absl::FailedPreconditionError(
-        "compute type bfloat16 needs AVX-512F and AVX512_BF16; this CPU has neither (use "
-        "float32)");
+        absl::StrCat(what, "AVX-512F and ", extra, "; this CPU has neither (use float32)"));
   }
-  if (!CpuHasBfloat16()) {
-    return absl::FailedPreconditionError(
-        "compute type bfloat16 needs AVX512_BF16 (and AVX512BW), which this CPU lacks; it has "
-        "AVX-512F (use float32)");
+  if (!CpuRuns(type)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, extra, " (", ExtraInstructions(type),
+        " in /proc/cpuinfo, with avx512bw), which this CPU lacks; it has AVX-512F (use float32)"));
   }
   return absl::FailedPreconditionError(
-      "compute type bfloat16 needs the AVX-512 kernels, which were turned off "
-      "(ForcePortableKernels)");
+      absl::StrCat(what, "the AVX-512 kernels, which were turned off (ForcePortableKernels)"));
 }
 
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k) {
@@ -367,11 +502,69 @@ void ConvertToBfloat16(PackedWeights& w) {
   w.type = ComputeType::kBfloat16;
 }
 
+void ConvertToInt8(PackedWeights& w) {
+  const int k_quads = (w.k + 3) / 4;
+  const size_t values = static_cast<size_t>(w.panels) * k_quads * 4 * kWidth;
+  w.data_int8.reserve(values);
+  AdviseHugePages(w.data_int8.data(), values);
+  w.data_int8.assign(values, 0);
+  w.column_scales.assign(static_cast<size_t>(w.panels) * kWidth, 1.0f);
+  w.column_offsets.assign(static_cast<size_t>(w.panels) * kWidth, 0);
+  for (int p = 0; p < w.panels; ++p) {
+    const float* from = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
+    int8_t* to = w.data_int8.data() + static_cast<size_t>(p) * k_quads * 4 * kWidth;
+    for (int j = 0; j < kWidth; ++j) {
+      float max_abs = 0;
+      for (int kk = 0; kk < w.k; ++kk) {
+        max_abs = std::max(max_abs, std::abs(from[static_cast<size_t>(kk) * kWidth + j]));
+      }
+      const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+      const float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+      int32_t sum = 0;
+      for (int kk = 0; kk < w.k; ++kk) {
+        const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * inverse);
+        const int8_t value = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
+        to[(static_cast<size_t>(kk / 4) * kWidth + j) * 4 + kk % 4] = value;
+        sum += value;
+      }
+      w.column_scales[static_cast<size_t>(p) * kWidth + j] = scale;
+      w.column_offsets[static_cast<size_t>(p) * kWidth + j] = 128 * sum;
+    }
+  }
+  w.data = AlignedVector<float>();
+  w.type = ComputeType::kInt8;
+}
+
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool) {
   if (m <= 0) return;
   if (w.type == ComputeType::kFloat32) {
-    const Operands<float, float> in{x, ldx, w.data.data(), w.k, kPairKernels, kSingleKernels};
+    const Operands<float, float> in{x,   ldx,          nullptr,       w.data.data(),
+                                    w.k, kPairKernels, kSingleKernels};
+    return Multiply(in, m, w, y, ldy, pool);
+  }
+  if (w.type == ComputeType::kInt8) {
+    // The inputs as quads of bytes and their rows' scales, in buffers of this thread's that grow
+    // to the largest call.
+    const int k_quads = (w.k + 3) / 4;
+    const int64_t ld_quads = (static_cast<int64_t>(k_quads) + 15) / 16 * 16;
+    thread_local AlignedVector<uint32_t> quads;
+    thread_local AlignedVector<float> scales;
+    if (quads.size() < static_cast<size_t>(m * ld_quads)) quads.resize(m * ld_quads);
+    if (scales.size() < static_cast<size_t>(m)) scales.resize(m);
+    uint32_t* const quads_data = quads.data();
+    float* const scales_data = scales.data();
+    auto convert = [&](int begin, int end) {
+      RowsToInt8(x, ldx, begin, end, w.k, quads_data, ld_quads, scales_data);
+    };
+    if (pool != nullptr && pool->num_threads() > 1 && m >= kMinRowsForChunks) {
+      pool->ParallelFor(m, convert);
+    } else {
+      convert(0, m);
+    }
+    const Operands<uint32_t, int8_t> in{quads_data,         ld_quads, scales_data,
+                                        w.data_int8.data(), k_quads,  kPairInt8Kernels,
+                                        kSingleInt8Kernels};
     return Multiply(in, m, w, y, ldy, pool);
   }
   // The inputs as pairs of bfloat16, in a buffer of this thread's that grows to the largest call.
@@ -388,8 +581,9 @@ void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float*
   } else {
     convert(0, m);
   }
-  const Operands<uint32_t, uint16_t> in{pairs_data, ld_pairs,         w.data_bf16.data(),
-                                        k_pairs,    kPairBf16Kernels, kSingleBf16Kernels};
+  const Operands<uint32_t, uint16_t> in{pairs_data,         ld_pairs, nullptr,
+                                        w.data_bf16.data(), k_pairs,  kPairBf16Kernels,
+                                        kSingleBf16Kernels};
   Multiply(in, m, w, y, ldy, pool);
 }
 

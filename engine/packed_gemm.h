@@ -23,6 +23,9 @@ enum class ComputeType {
   kFloat32,   // float32 weights and inputs, float32 FMAs
   kBfloat16,  // weights and inputs rounded to bfloat16 (to nearest even), float32 sums of
               // products (AVX512_BF16's dot products: twice the float32 rate, half the bytes)
+  kInt8,      // weights quantized to int8 per output column, inputs per row at each call (scale:
+              // the largest |value| / 127), int32 sums (AVX512_VNNI: four times the float32
+              // rate, a quarter of the bytes)
 };
 
 // "float32" / "bfloat16".
@@ -46,13 +49,22 @@ struct PackedWeights {
   int panels = 0;
   AlignedVector<float> data;          // kFloat32
   AlignedVector<uint16_t> data_bf16;  // kBfloat16
-  AlignedVector<float> bias;          // empty when the layer has no bias
+  // kInt8: panel p is ceil(k / 4) rows of kPackedPanelWidth quads, data_int8[p][kk / 4][j][kk % 4]
+  // = round(W[p * width + j][kk] / column_scales[p * width + j]) (zero past n and k);
+  // column_offsets[j] = 128 x the sum of column j's int8 weights (the kernel's inputs are stored
+  // plus 128, as unsigned bytes).
+  AlignedVector<int8_t> data_int8;
+  AlignedVector<float> column_scales;
+  AlignedVector<int32_t> column_offsets;
+  AlignedVector<float> bias;  // empty when the layer has no bias
 };
 
 // Whether this CPU runs the packed kernel (AVX-512F). Without it, callers use Gemm.
 bool PackedGemmSupported();
-// Whether it runs the bfloat16 kernel too (AVX-512F and AVX512_BF16).
+// Whether it runs the bfloat16 kernel too (AVX-512F, AVX512BW and AVX512_BF16).
 bool PackedBfloat16Supported();
+// Whether it runs the int8 kernel too (AVX-512F, AVX512BW and AVX512_VNNI).
+bool PackedInt8Supported();
 // OK when this CPU can compute in `type`; otherwise FAILED_PRECONDITION naming what it lacks.
 absl::Status CheckComputeType(ComputeType type);
 
@@ -62,6 +74,9 @@ PackedWeights PackWeights(const float* w, const float* bias, int n, int k);
 // Repacks float32 panels as bfloat16 (rounded to nearest even) and frees the float32 ones.
 // REQUIRES: w.type == kFloat32.
 void ConvertToBfloat16(PackedWeights& w);
+// Repacks float32 panels as int8 with a scale per output column and frees the float32 ones.
+// REQUIRES: w.type == kFloat32.
+void ConvertToInt8(PackedWeights& w);
 
 // bfloat16 nearest to f, ties to even (NaN stays NaN).
 uint16_t ToBfloat16(float f);
@@ -70,8 +85,9 @@ uint16_t ToBfloat16(float f);
 // place (no per-call copy) and only the first n columns of y are written. Splits the work (pairs of
 // panels x blocks of rows) across `pool`'s threads (null: the calling thread only). Thread-safe:
 // concurrent calls, each with its own pool, share no mutable state. bfloat16 weights: x's rows are
-// rounded to bfloat16 first. REQUIRES: PackedGemmSupported(), and PackedBfloat16Supported() for
-// bfloat16 weights.
+// rounded to bfloat16 first; int8 weights: x's rows are quantized to int8, each with its own
+// scale. REQUIRES: PackedGemmSupported(), and PackedBfloat16Supported() or PackedInt8Supported()
+// for those weights.
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,
                   ThreadPool* pool);
 

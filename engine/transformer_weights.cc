@@ -8,11 +8,12 @@ namespace rosetta {
 
 namespace {
 
-// Packs `w` for `type`, and uses the packed kernel up to `max_rows` rows (bfloat16: always).
+// Packs `w` for `type`, and uses the packed kernel up to `max_rows` rows (bfloat16, int8: always).
 void Pack(TransformerModel& model, LinearWeights& w, ComputeType type, int max_rows) {
   auto packed = std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in));
-  if (type == ComputeType::kBfloat16) {
-    ConvertToBfloat16(*packed);
+  if (type != ComputeType::kFloat32) {
+    if (type == ComputeType::kBfloat16) ConvertToBfloat16(*packed);
+    if (type == ComputeType::kInt8) ConvertToInt8(*packed);
     max_rows = std::numeric_limits<int>::max();
   }
   w.packed = packed.get();

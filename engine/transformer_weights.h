@@ -127,9 +127,9 @@ struct TransformerModel {
 };
 
 // Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
-// Loaders call it once the model is complete. bfloat16: the layers multiply in bfloat16 at every
-// row count (one kernel whatever the batch, so that a sentence's result does not depend on what it
-// is batched with). REQUIRES for bfloat16: PackedBfloat16Supported().
+// Loaders call it once the model is complete. bfloat16 and int8: the layers multiply in that type
+// at every row count (one kernel whatever the batch, so that a sentence's result does not depend
+// on what it is batched with). REQUIRES: CheckComputeType(type).ok().
 void PackDecoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
 // The same for the layers that run over source tokens: the encoder layers and the decoder's
 // cross-attention key/value projections, packed for every row count. Sources often arrive alone

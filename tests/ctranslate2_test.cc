@@ -4,6 +4,7 @@
 #include <fstream>
 #include <random>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/ctranslate2_file.h"
 #include "engine/ctranslate2_loader.h"
@@ -294,11 +295,15 @@ TEST(ArenTokens, UnknownSourceTokensMapToUnk) {
   EXPECT_EQ(ids->size(), 3u);  // no BOS/EOS for this model
 }
 
-// Computing in bfloat16 on the real model (float32 and int8 weights): the published expectation
-// holds with about CTranslate2's score, and random sources translate as in float32 but for a few
-// near-ties, with scores close to float32's and yet not equal to them (the mode is in effect).
-TEST(ArenBfloat16, CloseToFloat32) {
-  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+bool Supported(ComputeType type) {
+  return type == ComputeType::kBfloat16 ? PackedBfloat16Supported() : PackedInt8Supported();
+}
+
+// Computing in bfloat16 or int8 on the real model (float32 and int8 weights): the published
+// expectation holds with about CTranslate2's score, and random sources translate as in float32 but
+// for a few near-ties (at least `min_same` of 300), with scores at most `max_difference` from
+// float32's and yet not equal to them (the mode is in effect).
+void ExpectCloseToFloat32(ComputeType type, int min_same, double max_difference) {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> length(1, 12);
   std::uniform_int_distribution<int> letter(3, 49);  // the source vocabulary's Arabic letters
@@ -309,18 +314,18 @@ TEST(ArenBfloat16, CloseToFloat32) {
   }
   for (const std::string variant : {"v2/aren-transliteration", "v2/aren-transliteration-i8"}) {
     std::unique_ptr<TranslationModel> f32 = Load(variant);
-    absl::StatusOr<std::unique_ptr<TranslationModel>> bf16 =
-        LoadTranslationModel(ArenModel(variant), {.compute_type = ComputeType::kBfloat16});
-    ASSERT_TRUE(bf16.ok()) << bf16.status();
-    EXPECT_EQ((*bf16)->transformer->config.compute_type, ComputeType::kBfloat16);
+    absl::StatusOr<std::unique_ptr<TranslationModel>> reduced =
+        LoadTranslationModel(ArenModel(variant), {.compute_type = type});
+    ASSERT_TRUE(reduced.ok()) << reduced.status();
+    EXPECT_EQ((*reduced)->transformer->config.compute_type, type);
     EXPECT_EQ(f32->transformer->config.compute_type, ComputeType::kFloat32);
 
-    const Output published = Translate(**bf16, {"آ ت ز م و ن"}, Greedy())[0][0];
+    const Output published = Translate(**reduced, {"آ ت ز م و ن"}, Greedy())[0][0];
     EXPECT_EQ(published.text, "a t z m o n") << variant;
     EXPECT_NEAR(published.score, -1.061748f / 7, 0.01) << variant;
 
     auto want = TranslateBatch(f32->transformer, sources, Greedy());
-    auto got = TranslateBatch((*bf16)->transformer, sources, Greedy());
+    auto got = TranslateBatch((*reduced)->transformer, sources, Greedy());
     ASSERT_TRUE(want.ok() && got.ok());
     int same = 0;
     double max_score_difference = 0;
@@ -331,20 +336,30 @@ TEST(ArenBfloat16, CloseToFloat32) {
       ++same;
       max_score_difference = std::max(max_score_difference, std::abs(double{a.score} - b.score));
     }
-    std::cout << variant << ": bfloat16 = float32 for " << same << " of " << sources.size()
-              << " sources; scores differ by at most " << max_score_difference << "\n";
-    EXPECT_GE(same, 270) << variant;  // 295 and 289 of 300 when written (Zen 5)
-    EXPECT_LT(max_score_difference, 0.02) << variant;
+    std::cout << variant << ": " << ComputeTypeName(type) << " = float32 for " << same << " of "
+              << sources.size() << " sources; scores differ by at most " << max_score_difference
+              << "\n";
+    EXPECT_GE(same, min_same) << variant;
+    EXPECT_LT(max_score_difference, max_difference) << variant;
     EXPECT_GT(max_score_difference, 1e-6) << variant;
   }
 }
 
-// In bfloat16 the packed kernel serves every row count: a batch of more rows than the float32
-// decoder hands to the packed kernel (256) gives each sentence what it gets alone.
-TEST(ArenBfloat16, LargeBatchEqualsAlone) {
+TEST(ArenReducedPrecision, Bfloat16CloseToFloat32) {
   if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
-  absl::StatusOr<std::unique_ptr<TranslationModel>> model = LoadTranslationModel(
-      ArenModel("v2/aren-transliteration"), {.compute_type = ComputeType::kBfloat16});
+  ExpectCloseToFloat32(ComputeType::kBfloat16, 270, 0.02);  // 295 and 289 when written (Zen 5)
+}
+
+TEST(ArenReducedPrecision, Int8CloseToFloat32) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  ExpectCloseToFloat32(ComputeType::kInt8, 250, 0.05);
+}
+
+// In bfloat16 and int8 the packed kernel serves every row count: a batch of more rows than the
+// float32 decoder hands to the packed kernel (256) gives each sentence what it gets alone.
+void ExpectLargeBatchEqualsAlone(ComputeType type) {
+  absl::StatusOr<std::unique_ptr<TranslationModel>> model =
+      LoadTranslationModel(ArenModel("v2/aren-transliteration"), {.compute_type = type});
   ASSERT_TRUE(model.ok()) << model.status();
   std::mt19937 rng(12);
   std::uniform_int_distribution<int> length(1, 12);
@@ -366,22 +381,33 @@ TEST(ArenBfloat16, LargeBatchEqualsAlone) {
   }
 }
 
-// bfloat16 is accepted exactly on CPUs that have AVX512_BF16 (and with the AVX-512 kernels on);
-// elsewhere every loader refuses it with a reason instead of running instructions the CPU lacks
-// (the _portable run of this test checks that side).
+TEST(ArenReducedPrecision, Bfloat16LargeBatchEqualsAlone) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  ExpectLargeBatchEqualsAlone(ComputeType::kBfloat16);
+}
+
+TEST(ArenReducedPrecision, Int8LargeBatchEqualsAlone) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  ExpectLargeBatchEqualsAlone(ComputeType::kInt8);
+}
+
+// bfloat16 and int8 are accepted exactly on CPUs that have AVX512_BF16 and AVX512_VNNI (and with
+// the AVX-512 kernels on); elsewhere every loader refuses them with a reason instead of running
+// instructions the CPU lacks (the _portable run of this test checks that side).
 TEST(ModelLoader, CheckLoadOptions) {
   EXPECT_TRUE(CheckLoadOptions({}).ok());
-  const absl::Status bf16 = CheckLoadOptions({.compute_type = ComputeType::kBfloat16});
-  EXPECT_EQ(bf16.ok(), PackedBfloat16Supported());
-  if (PackedBfloat16Supported()) return;
-  EXPECT_TRUE(absl::IsFailedPrecondition(bf16)) << bf16;
-  EXPECT_THAT(bf16.message(), HasSubstr("compute type bfloat16 needs"));
-  const std::string dir = ArenModel("v2/aren-transliteration");
-  EXPECT_THAT(
-      LoadTranslationModel(dir, {.compute_type = ComputeType::kBfloat16}).status().message(),
-      HasSubstr("compute type bfloat16 needs"));
-  EXPECT_THAT(LoadCt2Model(dir, ComputeType::kBfloat16).status().message(),
-              HasSubstr("compute type bfloat16 needs"));
+  for (ComputeType type : {ComputeType::kBfloat16, ComputeType::kInt8}) {
+    const absl::Status status = CheckLoadOptions({.compute_type = type});
+    EXPECT_EQ(status.ok(), Supported(type));
+    if (Supported(type)) continue;
+    const std::string needs = absl::StrCat("compute type ", ComputeTypeName(type), " needs");
+    EXPECT_TRUE(absl::IsFailedPrecondition(status)) << status;
+    EXPECT_THAT(status.message(), HasSubstr(needs));
+    const std::string dir = ArenModel("v2/aren-transliteration");
+    EXPECT_THAT(LoadTranslationModel(dir, {.compute_type = type}).status().message(),
+                HasSubstr(needs));
+    EXPECT_THAT(LoadCt2Model(dir, type).status().message(), HasSubstr(needs));
+  }
 }
 
 }  // namespace

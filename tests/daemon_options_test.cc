@@ -83,7 +83,7 @@ TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
   EXPECT_THAT(Parse({"--model", "a=/x", "--batching", "dynamic"}).status().message(),
               HasSubstr("continuous or static"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--compute_type", "int4"}).status().message(),
-              HasSubstr("--compute_type: \"int4\" is not float32 or bfloat16"));
+              HasSubstr("--compute_type: \"int4\" is not float32, bfloat16 or int8"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--colour", "red"}).status().message(),
               HasSubstr("unknown flag --colour"));
   EXPECT_THAT(Parse({"--model", "a=/x", "--listen", "nowhere"}).status().message(),

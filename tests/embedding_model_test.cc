@@ -75,6 +75,8 @@ class BertParityTest : public ::testing::Test {
     return out;
   }
 
+  void ExpectCloseToTheReference(ComputeType type, double min_cosine);
+
   Fixture fixture_;
   std::unique_ptr<EmbeddingModel> model_;
   std::unique_ptr<ThreadPool> pool_;
@@ -159,19 +161,19 @@ TEST_F(BertParityTest, PooledEmbeddingsAndStatesMatchTheReference) {
       inputs.size(), worst_cosine, worst_pooled, worst_state);
 }
 
-// Computing in bfloat16: the pooled embeddings stay close to the float32 PyTorch reference
-// (cosine), and a text's embedding is the same alone and in a batch of mixed lengths.
-TEST_F(BertParityTest, Bfloat16StaysCloseToTheReference) {
-  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
-  absl::StatusOr<std::unique_ptr<EmbeddingModel>> bf16 =
-      LoadEmbeddingModel(JoinPath(fixture_.dir, "model"), {.compute_type = ComputeType::kBfloat16});
-  ASSERT_TRUE(bf16.ok()) << bf16.status();
-  EXPECT_EQ((*bf16)->compute_type(), ComputeType::kBfloat16);
+// Computing in bfloat16 or int8: the pooled embeddings stay close to the float32 PyTorch
+// reference (cosine at least `min_cosine`), and a text's embedding is the same alone and in a
+// batch of mixed lengths.
+void BertParityTest::ExpectCloseToTheReference(ComputeType type, double min_cosine) {
+  absl::StatusOr<std::unique_ptr<EmbeddingModel>> reduced =
+      LoadEmbeddingModel(JoinPath(fixture_.dir, "model"), {.compute_type = type});
+  ASSERT_TRUE(reduced.ok()) << reduced.status();
+  EXPECT_EQ((*reduced)->compute_type(), type);
   EXPECT_EQ(model_->compute_type(), ComputeType::kFloat32);
   const std::vector<std::vector<int32_t>> inputs = ReferenceIds();
   const int d = model_->dimension();
   std::vector<float> pooled(inputs.size() * d);
-  (*bf16)->Embed(inputs, workspace_, pooled.data());
+  (*reduced)->Embed(inputs, workspace_, pooled.data());
   const std::vector<float> float32 = Embed(inputs);
   double worst_cosine = 1.0;
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -186,15 +188,25 @@ TEST_F(BertParityTest, Bfloat16StaysCloseToTheReference) {
     worst_cosine = std::min(worst_cosine, dot / std::sqrt(a2 * b2));
     std::vector<float> alone(d);
     const std::vector<std::vector<int32_t>> one = {inputs[i]};
-    (*bf16)->Embed(one, workspace_, alone.data());
+    (*reduced)->Embed(one, workspace_, alone.data());
     for (int j = 0; j < d; ++j) {
       ASSERT_EQ(alone[j], pooled[i * d + j]) << "text " << i << " dimension " << j;
     }
   }
-  std::printf("bfloat16 over %zu texts: min cosine to the reference %.6f\n", inputs.size(),
-              worst_cosine);
-  EXPECT_GE(worst_cosine, 0.9995);  // 0.99997 to 0.99999 on the four fixtures when written
+  std::printf("%s over %zu texts: min cosine to the reference %.6f\n",
+              std::string(ComputeTypeName(type)).c_str(), inputs.size(), worst_cosine);
+  EXPECT_GE(worst_cosine, min_cosine);
   EXPECT_NE(pooled, float32) << "the model computed in float32";
+}
+
+TEST_F(BertParityTest, Bfloat16StaysCloseToTheReference) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  ExpectCloseToTheReference(ComputeType::kBfloat16, 0.9995);  // 0.99997 or more when written
+}
+
+TEST_F(BertParityTest, Int8StaysCloseToTheReference) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  ExpectCloseToTheReference(ComputeType::kInt8, 0.998);  // 0.99946 or more when written
 }
 
 TEST_F(BertParityTest, EmbeddingInABatchOf32EqualsAlone) {

@@ -1,5 +1,6 @@
 #include "engine/packed_gemm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -43,6 +44,38 @@ std::vector<float> RoundedToBfloat16(std::vector<float> v) {
   return v;
 }
 
+// What the int8 kernel multiplies: W's values as ConvertToInt8 quantized them (read back from the
+// panels), and x's rows quantized as PackedLinear does (scale: the row's largest |value| / 127).
+std::vector<float> DequantizedInt8Weights(const PackedWeights& packed) {
+  const int n = packed.n, k = packed.k, k_quads = (k + 3) / 4;
+  std::vector<float> w(static_cast<size_t>(n) * k);
+  for (int col = 0; col < n; ++col) {
+    const int p = col / kPackedPanelWidth, j = col % kPackedPanelWidth;
+    const int8_t* panel =
+        packed.data_int8.data() + static_cast<size_t>(p) * k_quads * 4 * kPackedPanelWidth;
+    for (int kk = 0; kk < k; ++kk) {
+      w[static_cast<size_t>(col) * k + kk] =
+          panel[(static_cast<size_t>(kk / 4) * kPackedPanelWidth + j) * 4 + kk % 4] *
+          packed.column_scales[col];
+    }
+  }
+  return w;
+}
+
+std::vector<float> QuantizedRows(std::vector<float> x, int m, int ldx, int k) {
+  for (int i = 0; i < m; ++i) {
+    float* row = x.data() + static_cast<size_t>(i) * ldx;
+    float max_abs = 0;
+    for (int kk = 0; kk < k; ++kk) max_abs = std::max(max_abs, std::abs(row[kk]));
+    const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
+    const float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+    for (int kk = 0; kk < k; ++kk) {
+      row[kk] = std::clamp(std::nearbyint(row[kk] * inverse), -127.0f, 127.0f) * scale;
+    }
+  }
+  return x;
+}
+
 // Runs PackedLinear with x and y rows wider than k and n, y filled with NaN (every value must be
 // written, none read before) and a sentinel past n (must stay untouched), and compares with Naive
 // (for bfloat16, Naive of x and W rounded to bfloat16: the products are exact in float32, so only
@@ -56,11 +89,16 @@ void ExpectMatchesNaive(const Case& c, bool with_bias, int ldx_extra, ThreadPool
   std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
   std::vector<float> b = with_bias ? testing::RandomVector(n, rng) : std::vector<float>{};
   PackedWeights packed = PackWeights(w.data(), with_bias ? b.data() : nullptr, n, k);
-  const bool bf16 = type == ComputeType::kBfloat16;
-  if (bf16) ConvertToBfloat16(packed);
-  const std::vector<double> expected =
-      bf16 ? Naive(RoundedToBfloat16(x), m, ldx, RoundedToBfloat16(w), b, n, k)
-           : Naive(x, m, ldx, w, b, n, k);
+  std::vector<double> expected;
+  if (type == ComputeType::kBfloat16) {
+    ConvertToBfloat16(packed);
+    expected = Naive(RoundedToBfloat16(x), m, ldx, RoundedToBfloat16(w), b, n, k);
+  } else if (type == ComputeType::kInt8) {
+    ConvertToInt8(packed);
+    expected = Naive(QuantizedRows(x, m, ldx, k), m, ldx, DequantizedInt8Weights(packed), b, n, k);
+  } else {
+    expected = Naive(x, m, ldx, w, b, n, k);
+  }
   std::vector<float> y(static_cast<size_t>(m) * ldy);
   for (int i = 0; i < m; ++i) {
     for (int j = 0; j < ldy; ++j) {
@@ -121,6 +159,11 @@ TEST(PackedGemm, Bfloat16MatchesNaiveOverShapes) {
   MatchesNaiveOverShapes(ComputeType::kBfloat16);
 }
 
+TEST(PackedGemm, Int8MatchesNaiveOverShapes) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  MatchesNaiveOverShapes(ComputeType::kInt8);
+}
+
 void MatchesNaiveAcrossBlocks(ComputeType type) {
   std::mt19937 rng(4);
   ThreadPool two(2);
@@ -155,16 +198,43 @@ TEST(PackedGemm, Bfloat16MatchesNaiveAcrossBlocks) {
   MatchesNaiveAcrossBlocks(ComputeType::kBfloat16);
 }
 
+TEST(PackedGemm, Int8MatchesNaiveAcrossBlocks) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  MatchesNaiveAcrossBlocks(ComputeType::kInt8);
+}
+
+// Quantization error against float32: per-row and per-column int8 keeps y within a few percent of
+// the largest |y| (random uniform values).
+TEST(PackedGemm, Int8CloseToFloat32) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  std::mt19937 rng(8);
+  const int m = 20, n = 96, k = 512;
+  const std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * k, rng);
+  const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  const std::vector<double> exact = Naive(x, m, k, w, {}, n, k);
+  PackedWeights packed = PackWeights(w.data(), nullptr, n, k);
+  ConvertToInt8(packed);
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  PackedLinear(x.data(), m, k, packed, y.data(), n, nullptr);
+  double largest = 0, worst = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    largest = std::max(largest, std::abs(exact[i]));
+    worst = std::max(worst, std::abs(y[i] - exact[i]));
+  }
+  EXPECT_LT(worst, 0.02 * largest);
+  EXPECT_GT(worst, 0.0) << "no quantization happened";
+}
+
 // A row's result does not depend on the rows beside it (its tile, its block, the number of rows,
 // the threads): the daemon batches different requests together and each must get the result it
 // gets alone.
-TEST(PackedGemm, Bfloat16RowsIndependentOfTheBatch) {
-  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+void RowsIndependentOfTheBatch(ComputeType type) {
   std::mt19937 rng(6);
   const int n = 130, k = 301, m = 300;
   const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
   PackedWeights packed = PackWeights(w.data(), nullptr, n, k);
-  ConvertToBfloat16(packed);
+  if (type == ComputeType::kBfloat16) ConvertToBfloat16(packed);
+  if (type == ComputeType::kInt8) ConvertToInt8(packed);
   const std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * k, rng);
   ThreadPool two(2);
   std::vector<float> all(static_cast<size_t>(m) * n);
@@ -176,6 +246,16 @@ TEST(PackedGemm, Bfloat16RowsIndependentOfTheBatch) {
       ASSERT_EQ(alone[j], all[static_cast<size_t>(i) * n + j]) << "row " << i << " col " << j;
     }
   }
+}
+
+TEST(PackedGemm, Bfloat16RowsIndependentOfTheBatch) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  RowsIndependentOfTheBatch(ComputeType::kBfloat16);
+}
+
+TEST(PackedGemm, Int8RowsIndependentOfTheBatch) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  RowsIndependentOfTheBatch(ComputeType::kInt8);
 }
 
 TEST(PackedGemm, ToBfloat16RoundsToNearestEven) {
@@ -199,7 +279,7 @@ TEST(PackedGemm, ToBfloat16RoundsToNearestEven) {
 }
 
 TEST(PackedGemm, ComputeTypeNames) {
-  for (ComputeType type : {ComputeType::kFloat32, ComputeType::kBfloat16}) {
+  for (ComputeType type : {ComputeType::kFloat32, ComputeType::kBfloat16, ComputeType::kInt8}) {
     absl::StatusOr<ComputeType> parsed = ParseComputeType(ComputeTypeName(type));
     ASSERT_TRUE(parsed.ok());
     EXPECT_EQ(*parsed, type);
@@ -218,6 +298,7 @@ void ConcurrentCallersWithTheirOwnPools(ComputeType type) {
   const std::vector<float> b = testing::RandomVector(n, rng);
   PackedWeights packed = PackWeights(w.data(), b.data(), n, k);
   if (type == ComputeType::kBfloat16) ConvertToBfloat16(packed);
+  if (type == ComputeType::kInt8) ConvertToInt8(packed);
   std::vector<float> x[2];
   std::vector<float> expected[2];
   for (int t = 0; t < 2; ++t) {
@@ -250,6 +331,11 @@ TEST(PackedGemm, ConcurrentCallersWithTheirOwnPools) {
 TEST(PackedGemm, Bfloat16ConcurrentCallersWithTheirOwnPools) {
   if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
   ConcurrentCallersWithTheirOwnPools(ComputeType::kBfloat16);
+}
+
+TEST(PackedGemm, Int8ConcurrentCallersWithTheirOwnPools) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  ConcurrentCallersWithTheirOwnPools(ComputeType::kInt8);
 }
 
 TEST(PackedGemm, PackingLayout) {

@@ -88,6 +88,8 @@ class ServerTest : public ::testing::Test {
 
   // The engine alone: what the server must answer.
   // The engine's translation of `text` alone (by `model`, default the float32 aren model).
+  void ExpectComputesLikeTheEngine(ComputeType type);
+
   static std::string EngineTranslation(const std::string& text, const DecodingOptions& options,
                                        float* score = nullptr,
                                        const TranslationModel* model = nullptr) {
@@ -228,16 +230,16 @@ TEST_F(ServerTest, SixtyFourConcurrentClientsGetTheirOwnResults) {
   EXPECT_GT(stats.max_batch_sequences(), 1) << "the clients were never batched together";
 }
 
-// --compute_type bfloat16: every client gets what the bfloat16 engine gives its text alone,
-// whatever it was batched with, and ListModels, the metrics and the engine agree on the mode.
-TEST_F(ServerTest, ComputesInBfloat16LikeTheEngine) {
-  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+// --compute_type bfloat16 or int8: every client gets what the engine computing in that type gives
+// its text alone, whatever it was batched with, and ListModels, the metrics and the engine agree
+// on the mode.
+void ServerTest::ExpectComputesLikeTheEngine(ComputeType type) {
   DaemonOptions daemon_options = Options();
-  daemon_options.compute_type = ComputeType::kBfloat16;
+  daemon_options.compute_type = type;
   StartServer(daemon_options);
-  absl::StatusOr<std::unique_ptr<TranslationModel>> bf16 = LoadTranslationModel(
-      testing::ArenModel("v2/aren-transliteration"), {.compute_type = ComputeType::kBfloat16});
-  ASSERT_TRUE(bf16.ok()) << bf16.status();
+  absl::StatusOr<std::unique_ptr<TranslationModel>> reduced = LoadTranslationModel(
+      testing::ArenModel("v2/aren-transliteration"), {.compute_type = type});
+  ASSERT_TRUE(reduced.ok()) << reduced.status();
   constexpr int kClients = 32;
   const std::vector<std::string> texts = RandomTexts(kClients, 30, 7);
   std::vector<v1::TranslateResponse> responses(kClients);
@@ -260,7 +262,7 @@ TEST_F(ServerTest, ComputesInBfloat16LikeTheEngine) {
     options.beam_size = 1 + c % 2;
     float score = 0, float32_score = 0;
     const v1::Hypothesis& h = responses[c].translations(0).hypotheses(0);
-    EXPECT_EQ(h.text(), EngineTranslation(texts[c], options, &score, bf16->get())) << c;
+    EXPECT_EQ(h.text(), EngineTranslation(texts[c], options, &score, reduced->get())) << c;
     EXPECT_EQ(h.score(), score) << "client " << c;
     EngineTranslation(texts[c], options, &float32_score);
     if (float32_score != score) ++differ_from_float32;
@@ -272,10 +274,21 @@ TEST_F(ServerTest, ComputesInBfloat16LikeTheEngine) {
   v1::ListModelsResponse list;
   ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
   ASSERT_EQ(list.models_size(), 2);
-  EXPECT_EQ(list.models(0).compute_type(), "bfloat16");
-  EXPECT_EQ(list.models(1).compute_type(), "bfloat16");
+  EXPECT_EQ(list.models(0).compute_type(), ComputeTypeName(type));
+  EXPECT_EQ(list.models(1).compute_type(), ComputeTypeName(type));
   EXPECT_EQ(list.models(1).quantization(), "int8");
-  EXPECT_THAT(server_->metrics().Exposition(), HasSubstr("compute_type=\"bfloat16\"} 1"));
+  EXPECT_THAT(server_->metrics().Exposition(),
+              HasSubstr(absl::StrCat("compute_type=\"", ComputeTypeName(type), "\"} 1")));
+}
+
+TEST_F(ServerTest, ComputesInBfloat16LikeTheEngine) {
+  if (!PackedBfloat16Supported()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  ExpectComputesLikeTheEngine(ComputeType::kBfloat16);
+}
+
+TEST_F(ServerTest, ComputesInInt8LikeTheEngine) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  ExpectComputesLikeTheEngine(ComputeType::kInt8);
 }
 
 // While a long translation decodes, a short one sent later finishes first (continuous), and

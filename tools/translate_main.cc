@@ -32,7 +32,8 @@ ABSL_FLAG(bool, scores, false, "Print each hypothesis' score before it (score ||
 ABSL_FLAG(int, batch_size, 32, "Sentences translated together.");
 ABSL_FLAG(int, threads, 0, "Threads; 0 keeps OpenBLAS's default (the CPUs available).");
 ABSL_FLAG(rosetta::ComputeType, compute_type, rosetta::ComputeType::kFloat32,
-          "How the linear layers multiply: float32, or bfloat16 (CPUs with AVX512_BF16).");
+          "How the linear layers multiply: float32, bfloat16 (CPUs with AVX512_BF16) or int8 "
+          "(CPUs with AVX512_VNNI).");
 
 namespace {
 
