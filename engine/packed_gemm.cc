@@ -165,8 +165,7 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void KernelInt8(
     const uint32_t* x, int64_t ldx, const int8_t* panel, int64_t panel_stride, int k_quads,
     const Epilogue& e, float* y, int64_t ldy, int columns) {
   constexpr int kVecs = 2 * kPanels;
-  // Every loop over the tile is unrolled, so that the sums stay in registers (a loop GCC leaves
-  // rolled makes the array addressable and the sums live on the stack: half the speed).
+  // Every loop over the tile is unrolled, so that the sums stay in registers.
   __v16si sums[kRows][kVecs];
 #pragma GCC unroll 16
   for (int i = 0; i < kRows; ++i) {
@@ -188,7 +187,9 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void KernelInt8(
       // The builtin on GCC's own vector type: through _mm512_dpbusd_epi32's casts GCC 12 copies
       // the sums and stores them to the stack at every step (half the speed).
 #pragma GCC unroll 4
-      for (int v = 0; v < kVecs; ++v) sums[i][v] = __builtin_ia32_vpdpbusd_v16si(sums[i][v], a, b[v]);
+      for (int v = 0; v < kVecs; ++v) {
+        sums[i][v] = __builtin_ia32_vpdpbusd_v16si(sums[i][v], a, b[v]);
+      }
     }
   }
   __m512 acc[kRows][kVecs];
@@ -543,47 +544,39 @@ void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float*
                                     w.k, kPairKernels, kSingleKernels};
     return Multiply(in, m, w, y, ldy, pool);
   }
-  if (w.type == ComputeType::kInt8) {
-    // The inputs as quads of bytes and their rows' scales, in buffers of this thread's that grow
-    // to the largest call.
-    const int k_quads = (w.k + 3) / 4;
-    const int64_t ld_quads = (static_cast<int64_t>(k_quads) + 15) / 16 * 16;
-    thread_local AlignedVector<uint32_t> quads;
-    thread_local AlignedVector<float> scales;
-    if (quads.size() < static_cast<size_t>(m * ld_quads)) quads.resize(m * ld_quads);
-    if (scales.size() < static_cast<size_t>(m)) scales.resize(m);
-    uint32_t* const quads_data = quads.data();
-    float* const scales_data = scales.data();
-    auto convert = [&](int begin, int end) {
-      RowsToInt8(x, ldx, begin, end, w.k, quads_data, ld_quads, scales_data);
-    };
-    if (pool != nullptr && pool->num_threads() > 1 && m >= kMinRowsForChunks) {
-      pool->ParallelFor(m, convert);
-    } else {
-      convert(0, m);
-    }
-    const Operands<uint32_t, int8_t> in{quads_data,         ld_quads, scales_data,
-                                        w.data_int8.data(), k_quads,  kPairInt8Kernels,
-                                        kSingleInt8Kernels};
-    return Multiply(in, m, w, y, ldy, pool);
-  }
-  // The inputs as pairs of bfloat16, in a buffer of this thread's that grows to the largest call.
-  const int k_pairs = (w.k + 1) / 2;
-  const int64_t ld_pairs = (static_cast<int64_t>(k_pairs) + 15) / 16 * 16;
-  thread_local AlignedVector<uint32_t> pairs;
-  if (pairs.size() < static_cast<size_t>(m * ld_pairs)) pairs.resize(m * ld_pairs);
-  uint32_t* const pairs_data = pairs.data();
+  // The inputs in the kernel's type (pairs of bfloat16, quads of bytes with a scale per row), in
+  // buffers of this thread's that grow to the largest call, converted by the pool's threads when
+  // there are enough rows.
+  const bool int8 = w.type == ComputeType::kInt8;
+  const int group = int8 ? 4 : 2;
+  const int depth = (w.k + group - 1) / group;
+  const int64_t ld = (static_cast<int64_t>(depth) + 15) / 16 * 16;
+  thread_local AlignedVector<uint32_t> groups;
+  thread_local AlignedVector<float> scales;
+  if (groups.size() < static_cast<size_t>(m * ld)) groups.resize(m * ld);
+  if (int8 && scales.size() < static_cast<size_t>(m)) scales.resize(m);
+  uint32_t* const groups_data = groups.data();
+  float* const scales_data = int8 ? scales.data() : nullptr;
   auto convert = [&](int begin, int end) {
-    RowsToBf16(x, ldx, begin, end, w.k, pairs_data, ld_pairs);
+    if (int8) {
+      RowsToInt8(x, ldx, begin, end, w.k, groups_data, ld, scales_data);
+    } else {
+      RowsToBf16(x, ldx, begin, end, w.k, groups_data, ld);
+    }
   };
   if (pool != nullptr && pool->num_threads() > 1 && m >= kMinRowsForChunks) {
     pool->ParallelFor(m, convert);
   } else {
     convert(0, m);
   }
-  const Operands<uint32_t, uint16_t> in{pairs_data,         ld_pairs, nullptr,
-                                        w.data_bf16.data(), k_pairs,  kPairBf16Kernels,
-                                        kSingleBf16Kernels};
+  if (int8) {
+    const Operands<uint32_t, int8_t> in{groups_data,        ld,    scales_data,
+                                        w.data_int8.data(), depth, kPairInt8Kernels,
+                                        kSingleInt8Kernels};
+    return Multiply(in, m, w, y, ldy, pool);
+  }
+  const Operands<uint32_t, uint16_t> in{
+      groups_data, ld, nullptr, w.data_bf16.data(), depth, kPairBf16Kernels, kSingleBf16Kernels};
   Multiply(in, m, w, y, ldy, pool);
 }
 

@@ -237,8 +237,8 @@ void ServerTest::ExpectComputesLikeTheEngine(ComputeType type) {
   DaemonOptions daemon_options = Options();
   daemon_options.compute_type = type;
   StartServer(daemon_options);
-  absl::StatusOr<std::unique_ptr<TranslationModel>> reduced = LoadTranslationModel(
-      testing::ArenModel("v2/aren-transliteration"), {.compute_type = type});
+  absl::StatusOr<std::unique_ptr<TranslationModel>> reduced =
+      LoadTranslationModel(testing::ArenModel("v2/aren-transliteration"), {.compute_type = type});
   ASSERT_TRUE(reduced.ok()) << reduced.status();
   constexpr int kClients = 32;
   const std::vector<std::string> texts = RandomTexts(kClients, 30, 7);
