@@ -10,8 +10,10 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -210,28 +212,40 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void KernelInt8(
 
 // Rows [begin, end) of x [rows x k] quantized to int8 per row (scale: the row's largest |x| / 127,
 // rounded to nearest even), stored plus 128 as unsigned bytes, 128 past k: out row i at
-// out + i * ldo (in quads), ldo >= ceil(k / 64) * 16; the scales go to row_scales[i].
+// out + i * ldo (in quads), ldo >= ceil(k / 64) * 16; the scales go to row_scales[i]. A row with
+// a NaN or an infinity gets the scale NaN, so that its outputs are NaN, as in float32; a row too
+// small to scale (largest |x| under about 4e-37) counts as zeros.
 __attribute__((target("avx512f,avx512bw"))) void RowsToInt8(const float* x, int64_t ldx, int begin,
                                                             int end, int k, uint32_t* out,
                                                             int64_t ldo, float* row_scales) {
   for (int i = begin; i < end; ++i) {
     const float* row = x + i * ldx;
     __m512 largest = _mm512_setzero_ps();
+    __mmask16 nan = 0;  // max_ps drops NaNs: they are looked for separately
     for (int c = 0; c < k; c += 16) {
       const int left = k - c;
       const __mmask16 mask = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
-      largest = _mm512_max_ps(largest, _mm512_abs_ps(_mm512_maskz_loadu_ps(mask, row + c)));
+      const __m512 values = _mm512_maskz_loadu_ps(mask, row + c);
+      largest = _mm512_max_ps(largest, _mm512_abs_ps(values));
+      nan |= _mm512_cmp_ps_mask(values, values, _CMP_UNORD_Q);
     }
     const float max_abs = _mm512_reduce_max_ps(largest);
-    const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
-    const __m512 inverse = _mm512_set1_ps(max_abs > 0 ? 127.0f / max_abs : 0.0f);
+    float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+    float scale = max_abs / 127.0f;
+    if (!std::isfinite(inverse)) inverse = 0.0f;  // too small to scale
+    if (inverse == 0.0f) scale = 1.0f;
+    if (nan != 0 || !std::isfinite(max_abs)) {
+      scale = std::numeric_limits<float>::quiet_NaN();
+      inverse = 0.0f;
+    }
     row_scales[i] = scale;
+    const __m512 inverses = _mm512_set1_ps(inverse);
     uint8_t* bytes = reinterpret_cast<uint8_t*>(out + i * ldo);
     for (int c = 0; c < ldo * 4; c += 16) {
       const int left = k - c;
       const __mmask16 mask =
           static_cast<__mmask16>(left >= 16 ? 0xffff : (left <= 0 ? 0 : (1u << left) - 1));
-      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inverse));
+      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inverses));
       q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + c),
                        _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(128))));
@@ -401,10 +415,9 @@ bool PackedGemmSupported() { return UseAvx512(); }
 
 namespace {
 
-// The instruction set a compute type needs beyond AVX-512F (and AVX512BW), as /proc/cpuinfo and
-// __builtin_cpu_supports name it.
-const char* ExtraInstructions(ComputeType type) {
-  return type == ComputeType::kBfloat16 ? "avx512bf16" : "avx512vnni";
+// The flag /proc/cpuinfo shows for the instruction set a compute type needs beyond AVX-512F.
+const char* CpuinfoFlag(ComputeType type) {
+  return type == ComputeType::kBfloat16 ? "avx512_bf16" : "avx512_vnni";
 }
 
 bool CpuRuns(ComputeType type) {
@@ -441,7 +454,7 @@ absl::Status CheckComputeType(ComputeType type) {
   }
   if (!CpuRuns(type)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        what, extra, " (", ExtraInstructions(type),
+        what, extra, " (", CpuinfoFlag(type),
         " in /proc/cpuinfo, with avx512bw), which this CPU lacks; it has AVX-512F (use float32)"));
   }
   return absl::FailedPreconditionError(
@@ -516,11 +529,19 @@ void ConvertToInt8(PackedWeights& w) {
     int8_t* to = w.data_int8.data() + static_cast<size_t>(p) * k_quads * 4 * kWidth;
     for (int j = 0; j < kWidth; ++j) {
       float max_abs = 0;
+      bool finite = true;
       for (int kk = 0; kk < w.k; ++kk) {
-        max_abs = std::max(max_abs, std::abs(from[static_cast<size_t>(kk) * kWidth + j]));
+        const float value = from[static_cast<size_t>(kk) * kWidth + j];
+        finite = finite && std::isfinite(value);
+        max_abs = std::max(max_abs, std::abs(value));
       }
-      const float scale = max_abs > 0 ? max_abs / 127.0f : 1.0f;
-      const float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+      float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+      if (!std::isfinite(inverse)) inverse = 0.0f;  // too small to scale: zeros
+      // A column with a NaN or an infinity gives NaN outputs, as it would in float32.
+      const float scale = !finite       ? std::numeric_limits<float>::quiet_NaN()
+                          : inverse > 0 ? max_abs / 127.0f
+                                        : 1.0f;
+      if (!finite) inverse = 0.0f;
       int32_t sum = 0;
       for (int kk = 0; kk < w.k; ++kk) {
         const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * inverse);

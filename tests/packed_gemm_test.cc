@@ -179,7 +179,8 @@ void MatchesNaiveAcrossBlocks(ComputeType type) {
                                          {257, 100, 70},
                                          {600, 31, 260},
                                          {1025, 97, 33},
-                                         {1100, 64, 520}}) {
+                                         {1100, 64, 520},
+                                         {5, 40, 4100}}) {
     for (bool with_bias : {false, true}) {
       for (ThreadPool* pool : {static_cast<ThreadPool*>(nullptr), &two}) {
         ExpectMatchesNaive(c, with_bias, /*ldx_extra=*/with_bias ? 5 : 0, pool, rng, type);
@@ -352,6 +353,84 @@ TEST(PackedGemm, PackingLayout) {
   EXPECT_EQ(packed.data[kPackedPanelWidth + 2], 6);
   EXPECT_EQ(packed.bias[2], 9);
   EXPECT_EQ(packed.bias[3], 0);
+}
+
+TEST(PackedGemm, Int8PackingLayout) {
+  // W [3 x 5], small integers: each column (output) gets its own scale, its largest |w| / 127;
+  // quad row 0 holds W[j][0..3], quad row 1 W[j][4] and zeros; the offsets are 128 x the sums.
+  const std::vector<float> w = {1, 2, 3, 4, 5, -10, 20, 30, 40, 50, 0, 0, 0, 0, 0};
+  PackedWeights packed = PackWeights(w.data(), nullptr, 3, 5);
+  ConvertToInt8(packed);
+  EXPECT_EQ(packed.type, ComputeType::kInt8);
+  EXPECT_TRUE(packed.data.empty());
+  ASSERT_EQ(packed.data_int8.size(), static_cast<size_t>(2 * 4 * kPackedPanelWidth));
+  auto at = [&](int quad_row, int j, int slot) {
+    return static_cast<int>(packed.data_int8[(quad_row * kPackedPanelWidth + j) * 4 + slot]);
+  };
+  EXPECT_FLOAT_EQ(packed.column_scales[0], 5.0f / 127);
+  EXPECT_FLOAT_EQ(packed.column_scales[1], 50.0f / 127);
+  EXPECT_EQ(packed.column_scales[2], 1.0f);  // an all-zero column
+  EXPECT_EQ(at(0, 0, 0), 25);                // round(1 * 127 / 5)
+  EXPECT_EQ(at(0, 0, 3), 102);               // round(4 * 127 / 5)
+  EXPECT_EQ(at(1, 0, 0), 127);
+  EXPECT_EQ(at(1, 0, 1), 0);
+  EXPECT_EQ(at(0, 1, 0), -25);  // round(-10 * 127 / 50)
+  EXPECT_EQ(at(1, 1, 0), 127);
+  EXPECT_EQ(at(0, 2, 2), 0);
+  EXPECT_EQ(packed.column_offsets[0], 128 * (25 + 51 + 76 + 102 + 127));
+  EXPECT_EQ(packed.column_offsets[2], 0);
+}
+
+// Each output column is quantized with its own scale: columns of very different sizes all keep
+// their relative precision.
+TEST(PackedGemm, Int8ScalesEachColumn) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  std::mt19937 rng(9);
+  const int m = 7, n = 40, k = 300;
+  const std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * k, rng);
+  std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  for (int j = 0; j < n; ++j) {
+    const float size = std::pow(10.0f, static_cast<float>(j % 7) - 3);  // 1e-3 .. 1e3
+    for (int kk = 0; kk < k; ++kk) w[static_cast<size_t>(j) * k + kk] *= size;
+  }
+  const std::vector<double> exact = Naive(x, m, k, w, {}, n, k);
+  PackedWeights packed = PackWeights(w.data(), nullptr, n, k);
+  ConvertToInt8(packed);
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  PackedLinear(x.data(), m, k, packed, y.data(), n, nullptr);
+  for (int j = 0; j < n; ++j) {
+    double largest = 0, worst = 0;
+    for (int i = 0; i < m; ++i) {
+      largest = std::max(largest, std::abs(exact[static_cast<size_t>(i) * n + j]));
+      worst = std::max(worst, std::abs(y[static_cast<size_t>(i) * n + j] -
+                                       exact[static_cast<size_t>(i) * n + j]));
+    }
+    EXPECT_LT(worst, 0.03 * largest) << "column " << j;
+  }
+}
+
+// A row with a NaN or an infinity gives NaN outputs (as float32 gives NaN or infinities), and
+// leaves the other rows as they are alone.
+TEST(PackedGemm, Int8NonFiniteInputsStayInTheirRow) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  std::mt19937 rng(10);
+  const int m = 4, n = 33, k = 50;
+  std::vector<float> x = testing::RandomVector(static_cast<size_t>(m) * k, rng);
+  const std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+  PackedWeights packed = PackWeights(w.data(), nullptr, n, k);
+  ConvertToInt8(packed);
+  std::vector<float> alone(n);
+  PackedLinear(x.data() + 3 * k, 1, k, packed, alone.data(), n, nullptr);
+  x[1 * k + 49] = std::nanf("");  // in the last, partial block of 16
+  x[2 * k + 7] = std::numeric_limits<float>::infinity();
+  std::vector<float> y(static_cast<size_t>(m) * n);
+  PackedLinear(x.data(), m, k, packed, y.data(), n, nullptr);
+  for (int j = 0; j < n; ++j) {
+    EXPECT_TRUE(std::isfinite(y[j])) << j;
+    EXPECT_TRUE(std::isnan(y[1 * n + j])) << j;
+    EXPECT_TRUE(std::isnan(y[2 * n + j])) << j;
+    EXPECT_EQ(y[3 * n + j], alone[j]) << j;
+  }
 }
 
 TEST(PackedGemm, Bfloat16PackingLayout) {
