@@ -11,6 +11,7 @@
 #include "engine/blas.h"
 #include "engine/cpu_features.h"
 #include "engine/ops.h"
+#include "engine/tail_mask.h"
 
 namespace rosetta {
 
@@ -137,11 +138,6 @@ constexpr int kMaxKeysForAvx512 = 256;
 
 int RoundUp16(int n) { return (n + 15) / 16 * 16; }
 
-__attribute__((target("avx512f"))) inline __mmask16 LaneMask(int remaining) {
-  return remaining >= 16 ? static_cast<__mmask16>(0xffff)
-                         : static_cast<__mmask16>((1u << remaining) - 1);
-}
-
 // Scores of kRows query rows (q[r], head offset applied) against the transposed keys kt
 // ([dh x ldkt], zero past the last key): p[r][j] = scale * q[r] . k_j for j < ldkt.
 template <int kRows>
@@ -165,7 +161,7 @@ template <int kRows>
 __attribute__((target("avx512f"))) void WeightValues(const float* p, int ldp, const float* v,
                                                      int ldv, int n, int dh, float* const* out) {
   for (int c = 0; c < dh; c += 16) {
-    const __mmask16 mask = LaneMask(dh - c);
+    const __mmask16 mask = TailMask(dh - c);
     __m512 acc[kRows];
     for (int r = 0; r < kRows; ++r) acc[r] = _mm512_setzero_ps();
     for (int j = 0; j < n; ++j) {
@@ -208,7 +204,7 @@ __attribute__((target("avx512f"))) void TransposeKeysAvx512(const float* k, int 
                                                             float* kt, int ldkt) {
   for (int j0 = 0; j0 < ldkt; j0 += 16) {
     for (int c0 = 0; c0 < d; c0 += 16) {
-      const __mmask16 columns = LaneMask(d - c0);
+      const __mmask16 columns = TailMask(d - c0);
       __m512 r[16];
       for (int i = 0; i < 16; ++i) {
         r[i] = j0 + i < tk

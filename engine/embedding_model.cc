@@ -167,7 +167,6 @@ std::unique_ptr<EmbeddingModel> TranslationEncoderEmbeddings(
 
 absl::StatusOr<std::unique_ptr<EmbeddingModel>> LoadEmbeddingModel(const std::string& dir,
                                                                    const LoadOptions& options) {
-  RETURN_IF_ERROR(CheckLoadOptions(options));
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return absl::NotFoundError(absl::StrCat(dir, ": not a model directory"));

@@ -13,6 +13,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_features.h"
+#include "engine/tail_mask.h"
 
 // Hot loops are compiled for AVX-512 and AVX2 besides the baseline; the loader picks the best
 // clone for the CPU at run time, so one binary stays portable.
@@ -166,11 +167,6 @@ __attribute__((target("avx512f"))) inline __m512 Exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
   return _mm512_scalef_ps(p, n);
-}
-
-inline __mmask16 TailMask(int64_t remaining) {
-  return remaining >= 16 ? static_cast<__mmask16>(0xffff)
-                         : static_cast<__mmask16>((1u << remaining) - 1);
 }
 
 __attribute__((target("avx512f"))) float MaxAvx512(const float* x, int64_t n) {

@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/cpu_features.h"
+#include "engine/tail_mask.h"
 
 namespace rosetta {
 
@@ -74,8 +75,7 @@ __attribute__((target("avx512f"), always_inline)) inline void StoreTile(
     return;
   }
   for (int v = 0; v < kVecs; ++v) {
-    const int c = columns - 16 * v;
-    const __mmask16 mask = static_cast<__mmask16>(c >= 16 ? 0xffff : (c <= 0 ? 0 : (1u << c) - 1));
+    const __mmask16 mask = TailMask(columns - 16 * v);
     for (int i = 0; i < kRows; ++i) _mm512_mask_storeu_ps(y + i * ldy + 16 * v, mask, acc[i][v]);
   }
 }
@@ -149,11 +149,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void RowsToBf16(const flo
     uint32_t* pairs = out + i * ldo;
     for (int c = 0; c < k; c += 32) {
       const int left = k - c;
-      const __mmask16 lo = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
-      const __mmask16 hi =
-          static_cast<__mmask16>(left >= 32 ? 0xffff : (left <= 16 ? 0 : (1u << (left - 16)) - 1));
-      const __m512 a = _mm512_maskz_loadu_ps(lo, row + c);
-      const __m512 b = _mm512_maskz_loadu_ps(hi, row + c + 16);
+      const __m512 a = _mm512_maskz_loadu_ps(TailMask(left), row + c);
+      const __m512 b = _mm512_maskz_loadu_ps(TailMask(left - 16), row + c + 16);
       _mm512_storeu_si512(pairs + c / 2, (__m512i)_mm512_cvtne2ps_pbh(b, a));
     }
   }
@@ -210,11 +207,26 @@ __attribute__((target("avx512f,avx512bw,avx512vnni"))) void KernelInt8(
   StoreTile(acc, y, ldy, columns);
 }
 
+// The int8 quantization of a row of inputs or a column of weights whose largest |value| is
+// max_abs: the values times `inverse`, rounded, are the int8 values, which times `scale` give the
+// values back. All zeros, or too small to scale (under about 4e-37): scale 1, inverse 0, zeros. A
+// NaN or an infinity among the values (`finite` false): scale NaN, so that the outputs are NaN,
+// as in float32.
+struct Int8Scale {
+  float scale;
+  float inverse;
+};
+
+Int8Scale ScaleFor(float max_abs, bool finite) {
+  if (!finite || !std::isfinite(max_abs)) return {std::numeric_limits<float>::quiet_NaN(), 0.0f};
+  const float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
+  if (inverse == 0.0f || !std::isfinite(inverse)) return {1.0f, 0.0f};
+  return {max_abs / 127.0f, inverse};
+}
+
 // Rows [begin, end) of x [rows x k] quantized to int8 per row (scale: the row's largest |x| / 127,
 // rounded to nearest even), stored plus 128 as unsigned bytes, 128 past k: out row i at
-// out + i * ldo (in quads), ldo >= ceil(k / 64) * 16; the scales go to row_scales[i]. A row with
-// a NaN or an infinity gets the scale NaN, so that its outputs are NaN, as in float32; a row too
-// small to scale (largest |x| under about 4e-37) counts as zeros.
+// out + i * ldo (in quads), ldo >= ceil(k / 64) * 16; the scales (ScaleFor) go to row_scales[i].
 __attribute__((target("avx512f,avx512bw"))) void RowsToInt8(const float* x, int64_t ldx, int begin,
                                                             int end, int k, uint32_t* out,
                                                             int64_t ldo, float* row_scales) {
@@ -223,29 +235,17 @@ __attribute__((target("avx512f,avx512bw"))) void RowsToInt8(const float* x, int6
     __m512 largest = _mm512_setzero_ps();
     __mmask16 nan = 0;  // max_ps drops NaNs: they are looked for separately
     for (int c = 0; c < k; c += 16) {
-      const int left = k - c;
-      const __mmask16 mask = static_cast<__mmask16>(left >= 16 ? 0xffff : (1u << left) - 1);
-      const __m512 values = _mm512_maskz_loadu_ps(mask, row + c);
+      const __m512 values = _mm512_maskz_loadu_ps(TailMask(k - c), row + c);
       largest = _mm512_max_ps(largest, _mm512_abs_ps(values));
       nan |= _mm512_cmp_ps_mask(values, values, _CMP_UNORD_Q);
     }
-    const float max_abs = _mm512_reduce_max_ps(largest);
-    float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
-    float scale = max_abs / 127.0f;
-    if (!std::isfinite(inverse)) inverse = 0.0f;  // too small to scale
-    if (inverse == 0.0f) scale = 1.0f;
-    if (nan != 0 || !std::isfinite(max_abs)) {
-      scale = std::numeric_limits<float>::quiet_NaN();
-      inverse = 0.0f;
-    }
-    row_scales[i] = scale;
-    const __m512 inverses = _mm512_set1_ps(inverse);
+    const Int8Scale s = ScaleFor(_mm512_reduce_max_ps(largest), nan == 0);
+    row_scales[i] = s.scale;
+    const __m512 inverses = _mm512_set1_ps(s.inverse);
     uint8_t* bytes = reinterpret_cast<uint8_t*>(out + i * ldo);
     for (int c = 0; c < ldo * 4; c += 16) {
-      const int left = k - c;
-      const __mmask16 mask =
-          static_cast<__mmask16>(left >= 16 ? 0xffff : (left <= 0 ? 0 : (1u << left) - 1));
-      __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(mask, row + c), inverses));
+      __m512i q = _mm512_cvtps_epi32(
+          _mm512_mul_ps(_mm512_maskz_loadu_ps(TailMask(k - c), row + c), inverses));
       q = _mm512_min_epi32(_mm512_max_epi32(q, _mm512_set1_epi32(-127)), _mm512_set1_epi32(127));
       _mm_storeu_si128(reinterpret_cast<__m128i*>(bytes + c),
                        _mm512_cvtepi32_epi8(_mm512_add_epi32(q, _mm512_set1_epi32(128))));
@@ -535,21 +535,15 @@ void ConvertToInt8(PackedWeights& w) {
         finite = finite && std::isfinite(value);
         max_abs = std::max(max_abs, std::abs(value));
       }
-      float inverse = max_abs > 0 ? 127.0f / max_abs : 0.0f;
-      if (!std::isfinite(inverse)) inverse = 0.0f;  // too small to scale: zeros
-      // A column with a NaN or an infinity gives NaN outputs, as it would in float32.
-      const float scale = !finite       ? std::numeric_limits<float>::quiet_NaN()
-                          : inverse > 0 ? max_abs / 127.0f
-                                        : 1.0f;
-      if (!finite) inverse = 0.0f;
+      const Int8Scale s = ScaleFor(max_abs, finite);
       int32_t sum = 0;
       for (int kk = 0; kk < w.k; ++kk) {
-        const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * inverse);
+        const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * s.inverse);
         const int8_t value = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
         to[(static_cast<size_t>(kk / 4) * kWidth + j) * 4 + kk % 4] = value;
         sum += value;
       }
-      w.column_scales[static_cast<size_t>(p) * kWidth + j] = scale;
+      w.column_scales[static_cast<size_t>(p) * kWidth + j] = s.scale;
       w.column_offsets[static_cast<size_t>(p) * kWidth + j] = 128 * sum;
     }
   }

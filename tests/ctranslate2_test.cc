@@ -295,6 +295,19 @@ TEST(ArenTokens, UnknownSourceTokensMapToUnk) {
   EXPECT_EQ(ids->size(), 3u);  // no BOS/EOS for this model
 }
 
+// `count` random sources of 1 to 12 of the source vocabulary's Arabic letters (ids 3..49).
+std::vector<std::vector<int32_t>> RandomSources(int count, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> length(1, 12);
+  std::uniform_int_distribution<int> letter(3, 49);
+  std::vector<std::vector<int32_t>> sources(count);
+  for (auto& source : sources) {
+    source.resize(length(rng));
+    for (int32_t& id : source) id = letter(rng);
+  }
+  return sources;
+}
+
 bool Supported(ComputeType type) {
   return type == ComputeType::kBfloat16 ? PackedBfloat16Supported() : PackedInt8Supported();
 }
@@ -304,14 +317,7 @@ bool Supported(ComputeType type) {
 // for a few near-ties (at least `min_same` of 300), with scores at most `max_difference` from
 // float32's and yet not equal to them (the mode is in effect).
 void ExpectCloseToFloat32(ComputeType type, int min_same, double max_difference) {
-  std::mt19937 rng(11);
-  std::uniform_int_distribution<int> length(1, 12);
-  std::uniform_int_distribution<int> letter(3, 49);  // the source vocabulary's Arabic letters
-  std::vector<std::vector<int32_t>> sources(300);
-  for (auto& source : sources) {
-    source.resize(length(rng));
-    for (int32_t& id : source) id = letter(rng);
-  }
+  const std::vector<std::vector<int32_t>> sources = RandomSources(300, 11);
   for (const std::string variant : {"v2/aren-transliteration", "v2/aren-transliteration-i8"}) {
     std::unique_ptr<TranslationModel> f32 = Load(variant);
     absl::StatusOr<std::unique_ptr<TranslationModel>> reduced =
@@ -361,14 +367,7 @@ void ExpectLargeBatchEqualsAlone(ComputeType type) {
   absl::StatusOr<std::unique_ptr<TranslationModel>> model =
       LoadTranslationModel(ArenModel("v2/aren-transliteration"), {.compute_type = type});
   ASSERT_TRUE(model.ok()) << model.status();
-  std::mt19937 rng(12);
-  std::uniform_int_distribution<int> length(1, 12);
-  std::uniform_int_distribution<int> letter(3, 49);
-  std::vector<std::vector<int32_t>> sources(80);  // x 4 beams: 320 rows
-  for (auto& source : sources) {
-    source.resize(length(rng));
-    for (int32_t& id : source) id = letter(rng);
-  }
+  const std::vector<std::vector<int32_t>> sources = RandomSources(80, 12);  // x 4 beams: 320 rows
   DecodingOptions options;
   options.beam_size = 4;
   auto together = TranslateBatch((*model)->transformer, sources, options);
