@@ -307,6 +307,7 @@ absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir, ComputeT
   out.max_tokens = max_tokens;
   RETURN_IF_ERROR(ReadSentenceTransformersModules(dir, out));
   PackEncoderWeights(*model, compute_type);
+  CompactWeights(*model);
   out.encoder = std::move(model);
   return out;
 }

@@ -553,6 +553,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
   result->codec = std::make_unique<WhitespaceCodec>();
   PackEncoderWeights(*model, compute_type);
   PackDecoderWeights(*model, compute_type);
+  CompactWeights(*model);
   result->transformer = std::move(model);
   return result;
 }

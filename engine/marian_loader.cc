@@ -326,6 +326,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
   defaults.max_length = std::clamp(defaults.max_length, 1, shape.max_positions);
   PackEncoderWeights(*model, compute_type);
   PackDecoderWeights(*model, compute_type);
+  CompactWeights(*model);
   result->transformer = std::move(model);
   return result;
 }

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 #include <limits>
 
 namespace rosetta {
@@ -48,6 +50,87 @@ void PackEncoderWeights(TransformerModel& model, ComputeType type) {
     pack(layer.ffn.outer);
   }
   for (DecoderLayerWeights& layer : model.decoder_layers) pack(layer.cross_attention.kv);
+}
+
+void CompactWeights(TransformerModel& model) {
+  // Tables stored twice (checkpoints often save tied embeddings under several names).
+  const int64_t d = model.config.d_model;
+  auto same_table = [d](const float* a, const float* b, int rows) {
+    return a != nullptr && b != nullptr &&
+           (a == b || std::memcmp(a, b, static_cast<size_t>(rows * d) * sizeof(float)) == 0);
+  };
+  EmbeddingWeights& source = model.encoder_embeddings;
+  EmbeddingWeights& target = model.decoder_embeddings;
+  if (source.vocab_size == target.vocab_size &&
+      same_table(source.table, target.table, source.vocab_size)) {
+    target.table = source.table;
+  }
+  LinearWeights& projection = model.output_projection;
+  if (projection.out == target.vocab_size && projection.in == d &&
+      same_table(projection.weight, target.table, target.vocab_size)) {
+    projection.weight = target.table;
+  }
+
+  // Every pointer into storage that something still reads. A layer whose packed copy serves
+  // every row count no longer reads its weights as loaded.
+  std::vector<const float*> used;
+  auto linear = [&](LinearWeights& w) {
+    if (w.packed != nullptr && w.packed_max_rows == std::numeric_limits<int>::max()) {
+      w.weight = nullptr;
+      w.bias = nullptr;
+    }
+    used.insert(used.end(), {w.weight, w.bias});
+  };
+  auto norm = [&](const LayerNormWeights& n) { used.insert(used.end(), {n.gamma, n.beta}); };
+  auto embeddings = [&](const EmbeddingWeights& e) {
+    used.insert(used.end(), {e.table, e.positions});
+    norm(e.norm);
+  };
+  embeddings(model.encoder_embeddings);
+  for (EncoderLayerWeights& layer : model.encoder_layers) {
+    norm(layer.self_attention.norm);
+    linear(layer.self_attention.qkv);
+    linear(layer.self_attention.output);
+    norm(layer.ffn.norm);
+    linear(layer.ffn.inner);
+    linear(layer.ffn.outer);
+  }
+  norm(model.encoder_final_norm);
+  embeddings(model.decoder_embeddings);
+  for (DecoderLayerWeights& layer : model.decoder_layers) {
+    norm(layer.self_attention.norm);
+    linear(layer.self_attention.qkv);
+    linear(layer.self_attention.output);
+    norm(layer.cross_attention.norm);
+    linear(layer.cross_attention.query);
+    linear(layer.cross_attention.kv);
+    linear(layer.cross_attention.output);
+    norm(layer.ffn.norm);
+    linear(layer.ffn.inner);
+    linear(layer.ffn.outer);
+  }
+  norm(model.decoder_final_norm);
+  linear(model.output_projection);
+
+  std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
+    std::less_equal<const float*> le;
+    const float* begin = buffer->data();
+    const float* end = begin + buffer->size();
+    return std::none_of(used.begin(), used.end(), [&](const float* p) {
+      return p != nullptr && le(begin, p) && !le(end, p);
+    });
+  });
+}
+
+int64_t WeightBytes(const TransformerModel& model) {
+  int64_t bytes = 0;
+  for (const auto& buffer : model.storage) bytes += buffer->size() * sizeof(float);
+  for (const auto& p : model.packed_storage) {
+    bytes += p->data.size() * sizeof(float) + p->data_bf16.size() * sizeof(uint16_t) +
+             p->data_int8.size() + p->column_scales.size() * sizeof(float) +
+             p->column_offsets.size() * sizeof(int32_t) + p->bias.size() * sizeof(float);
+  }
+  return bytes;
 }
 
 AlignedVector<float> MakeSinusoidalTable(int max_positions, int dim, SinusoidalLayout layout,

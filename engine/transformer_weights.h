@@ -22,6 +22,8 @@ struct LinearWeights {
   int in = 0;
   int out = 0;
   // The same weights packed for few-row multiplication (decoder steps); null when not packed.
+  // `weight` and `bias` are null once CompactWeights freed them (`packed` then serves
+  // every row count).
   const PackedWeights* packed = nullptr;
   // Up to this many rows `packed` is used, OpenBLAS above: 256 for decoder steps
   // (bench/gemm_bench); every row count for layers over source tokens (PackEncoderWeights;
@@ -136,6 +138,16 @@ void PackDecoderWeights(TransformerModel& model, ComputeType type = ComputeType:
 // or in small groups (a 32-token text is 32 rows; the daemon admits a few sentences between two
 // decoding steps), where OpenBLAS would repack the weights on each call.
 void PackEncoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
+// Frees what the model holds twice; loaders call it once the model is packed:
+// - the weights as loaded of every linear layer whose packed copy serves every row count (float32:
+//   the layers PackEncoderWeights packed; bfloat16 and int8: all of them); their `weight` and
+//   `bias` become null;
+// - a decoder embedding table equal to the encoder's, and an output projection equal to the
+//   decoder embeddings (tied embeddings stored under several names), which then share one table;
+// - any stored buffer nothing points into.
+void CompactWeights(TransformerModel& model);
+// Bytes of weights the model holds: as loaded (storage) plus packed copies (packed_storage).
+int64_t WeightBytes(const TransformerModel& model);
 
 // Layouts of sinusoidal position tables found in checkpoints.
 enum class SinusoidalLayout {

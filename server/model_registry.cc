@@ -10,6 +10,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "engine/model_loader.h"
+#include "engine/transformer_weights.h"
 #include "nlohmann/json.hpp"
 #include "server/log.h"
 
@@ -144,7 +145,8 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
       Log("loaded translation model \"", spec.name, "\" from ", from, " in ", load_time,
           " s: ", served->model->format, " ", transformer.config.architecture, ", ",
           transformer.config.weight_type, " weights computing in ",
-          ComputeTypeName(transformer.config.compute_type), ", d_model ",
+          ComputeTypeName(transformer.config.compute_type), " (",
+          absl::StrFormat("%.1f", WeightBytes(transformer) / 1048576.0), " MiB), d_model ",
           transformer.config.d_model, ", ", transformer.encoder_layers.size(), "+",
           transformer.decoder_layers.size(), " layers, vocabularies ",
           transformer.source_vocab_size(), "/", transformer.target_vocab_size(), "; ",
@@ -155,9 +157,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     } else {
       Log("loaded embedding model \"", spec.name, "\" from ", from, " in ", load_time,
           " s: ", embedder.architecture(), ", ", embedder.weight_type(), " weights computing in ",
-          ComputeTypeName(embedder.compute_type()), ", dimension ", embedder.dimension(), ", ",
-          embedder.encoder().encoder_layers.size(), " layers, ", embedder.tokenizer_description(),
-          ", up to ", served->max_tokens_per_text,
+          ComputeTypeName(embedder.compute_type()), " (",
+          absl::StrFormat("%.1f", WeightBytes(embedder.encoder()) / 1048576.0), " MiB), dimension ",
+          embedder.dimension(), ", ", embedder.encoder().encoder_layers.size(), " layers, ",
+          embedder.tokenizer_description(), ", up to ", served->max_tokens_per_text,
           " tokens; pooling: ", embedder.pooling_description(),
           embedder.normalizes() ? ", normalized" : "", "; ", threads, " threads");
     }

@@ -302,6 +302,21 @@ void ExpectSameLinear(const LinearWeights& a, const LinearWeights& b, bool via_h
                       const std::string& what) {
   ASSERT_EQ(a.out, b.out) << what;
   ASSERT_EQ(a.in, b.in) << what;
+  ASSERT_EQ(a.packed == nullptr, b.packed == nullptr) << what;
+  if (a.weight == nullptr && a.packed != nullptr) {
+    // Released at load: the packed copy is all that is left (the same panels from the same
+    // values).
+    ASSERT_EQ(b.weight, nullptr) << what;
+    ASSERT_EQ(a.packed->data.size(), b.packed->data.size()) << what;
+    ExpectSameValues(a.packed->data.data(), b.packed->data.data(), a.packed->data.size(), via_half,
+                     what + ".packed");
+    ASSERT_EQ(a.packed->bias.size(), b.packed->bias.size()) << what;
+    if (!a.packed->bias.empty()) {
+      ExpectSameValues(a.packed->bias.data(), b.packed->bias.data(), a.packed->bias.size(),
+                       via_half, what + ".packed bias");
+    }
+    return;
+  }
   ExpectSameValues(a.weight, b.weight, static_cast<size_t>(a.out) * a.in, via_half,
                    what + ".weight");
   ExpectSameValues(a.bias, b.bias, a.out, via_half, what + ".bias");

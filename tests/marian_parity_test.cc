@@ -110,6 +110,20 @@ nlohmann::json* MarianParityTest::reference_ = nullptr;
 TensorFile* MarianParityTest::tensors_ = nullptr;
 int MarianParityTest::near_tie_divergences_ = 0;
 
+// Tied embeddings, whether the checkpoint stores them once (model.shared, read for both sides
+// and the projection) or under every name (both embed_tokens and lm_head as well): the loaded
+// model holds one table.
+TEST_F(MarianParityTest, TiedEmbeddingsAreHeldOnce) {
+  const TransformerModel& m = *model_->transformer;
+  auto tensors = ReadSafetensors(JoinPath(*fixture_, "model/model.safetensors"));
+  ASSERT_TRUE(tensors.ok()) << tensors.status();
+  ASSERT_TRUE((*tensors)->Contains("model.shared.weight"));
+  EXPECT_EQ(m.decoder_embeddings.table, m.encoder_embeddings.table);
+  if (m.output_projection.weight != nullptr) {
+    EXPECT_EQ(m.output_projection.weight, m.decoder_embeddings.table);
+  }
+}
+
 TEST_F(MarianParityTest, EncoderOutputAloneAndBatched) {
   const TransformerModel& m = *model_->transformer;
   const int d = m.config.d_model;

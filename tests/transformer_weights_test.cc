@@ -1,0 +1,237 @@
+#include "engine/transformer_weights.h"
+
+#include <limits>
+#include <memory>
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "engine/decoding.h"
+#include "engine/packed_gemm.h"
+#include "gtest/gtest.h"
+#include "tests/test_util.h"
+
+namespace rosetta {
+namespace {
+
+using ::rosetta::testing::RandomVector;
+
+constexpr int kDModel = 32;
+constexpr int kFfn = 64;
+constexpr int kVocab = 50;
+constexpr int kPositions = 24;
+
+// A small random encoder-decoder, every tensor in a buffer of its own as loaders store them. With
+// `tied`, the decoder embeddings and the output projection are copies of the encoder embeddings
+// (tied embeddings saved under several names); otherwise all three differ.
+std::shared_ptr<TransformerModel> MakeModel(bool tied, unsigned seed) {
+  std::mt19937 rng(seed);
+  auto model = std::make_shared<TransformerModel>();
+  TransformerConfig& c = model->config;
+  c.d_model = kDModel;
+  c.num_heads = 4;
+  c.encoder_layers = 1;
+  c.decoder_layers = 1;
+  c.decoder_start_id = 0;
+  c.eos_id = 1;
+  auto store = [&](size_t n, float scale) {
+    std::vector<float> v = RandomVector(n, rng, scale);
+    return model->Store(AlignedVector<float>(v.begin(), v.end()));
+  };
+  auto linear = [&](int out, int in) {
+    LinearWeights w;
+    w.in = in;
+    w.out = out;
+    w.weight = store(static_cast<size_t>(out) * in, 0.3f);
+    w.bias = store(out, 0.1f);
+    return w;
+  };
+  auto norm = [&] {
+    std::vector<float> gamma(kDModel, 1.0f);
+    for (float& g : gamma) g += std::uniform_real_distribution<float>(-0.1f, 0.1f)(rng);
+    return LayerNormWeights{model->Store(AlignedVector<float>(gamma.begin(), gamma.end())),
+                            store(kDModel, 0.1f)};
+  };
+  const size_t table = static_cast<size_t>(kVocab) * kDModel;
+  auto copy = [&](const float* from) {
+    return model->Store(AlignedVector<float>(from, from + table));
+  };
+  auto embeddings = [&](const float* same_as) {
+    EmbeddingWeights e;
+    e.vocab_size = kVocab;
+    e.table = same_as != nullptr ? copy(same_as) : store(table, 1.0f);
+    e.positions = store(static_cast<size_t>(kPositions) * kDModel, 0.5f);
+    e.max_positions = kPositions;
+    return e;
+  };
+  model->encoder_embeddings = embeddings(nullptr);
+  EncoderLayerWeights encoder;
+  encoder.self_attention = {norm(), linear(3 * kDModel, kDModel), linear(kDModel, kDModel)};
+  encoder.ffn = {norm(), linear(kFfn, kDModel), linear(kDModel, kFfn)};
+  model->encoder_layers.push_back(encoder);
+  const float* shared = tied ? model->encoder_embeddings.table : nullptr;
+  model->decoder_embeddings = embeddings(shared);
+  DecoderLayerWeights decoder;
+  decoder.self_attention = {norm(), linear(3 * kDModel, kDModel), linear(kDModel, kDModel)};
+  decoder.cross_attention = {norm(), linear(kDModel, kDModel), linear(2 * kDModel, kDModel),
+                             linear(kDModel, kDModel)};
+  decoder.ffn = {norm(), linear(kFfn, kDModel), linear(kDModel, kFfn)};
+  model->decoder_layers.push_back(decoder);
+  if (tied) {
+    model->output_projection = {copy(shared), store(kVocab, 0.1f), kDModel, kVocab};
+  } else {
+    model->output_projection = linear(kVocab, kDModel);
+  }
+  return model;
+}
+
+std::vector<const LinearWeights*> Linears(const TransformerModel& m) {
+  std::vector<const LinearWeights*> all;
+  for (const EncoderLayerWeights& l : m.encoder_layers) {
+    all.insert(all.end(),
+               {&l.self_attention.qkv, &l.self_attention.output, &l.ffn.inner, &l.ffn.outer});
+  }
+  for (const DecoderLayerWeights& l : m.decoder_layers) {
+    all.insert(all.end(),
+               {&l.self_attention.qkv, &l.self_attention.output, &l.cross_attention.query,
+                &l.cross_attention.kv, &l.cross_attention.output, &l.ffn.inner, &l.ffn.outer});
+  }
+  all.push_back(&m.output_projection);
+  return all;
+}
+
+int64_t Floats(const LinearWeights& w) { return static_cast<int64_t>(w.out) * w.in + w.out; }
+
+void Pack(TransformerModel& model, ComputeType type) {
+  PackEncoderWeights(model, type);
+  PackDecoderWeights(model, type);
+}
+
+std::vector<ComputeType> SupportedTypes() {
+  std::vector<ComputeType> types;
+  if (!PackedGemmSupported()) return types;
+  types.push_back(ComputeType::kFloat32);
+  if (PackedBfloat16Supported()) types.push_back(ComputeType::kBfloat16);
+  if (PackedInt8Supported()) types.push_back(ComputeType::kInt8);
+  return types;
+}
+
+TEST(CompactWeights, Float32FreesTheEncoderCopiesAndSharesTiedTables) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "no AVX-512: nothing is packed";
+  std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 1);
+  Pack(*model, ComputeType::kFloat32);
+  const int64_t before = WeightBytes(*model);
+  const size_t buffers = model->storage.size();
+  const float* encoder_table = model->encoder_embeddings.table;
+  CompactWeights(*model);
+
+  // Packed for every row count (source-side layers): the copies as loaded are gone.
+  const EncoderLayerWeights& encoder = model->encoder_layers[0];
+  const DecoderLayerWeights& decoder = model->decoder_layers[0];
+  int64_t freed = 0;
+  for (const LinearWeights* w :
+       {&encoder.self_attention.qkv, &encoder.self_attention.output, &encoder.ffn.inner,
+        &encoder.ffn.outer, &decoder.cross_attention.kv}) {
+    EXPECT_EQ(w->weight, nullptr);
+    EXPECT_EQ(w->bias, nullptr);
+    ASSERT_NE(w->packed, nullptr);
+    freed += Floats(*w);
+  }
+  // Decoder steps of many rows still run on OpenBLAS, from the weights as loaded.
+  for (const LinearWeights* w : {&decoder.self_attention.qkv, &decoder.cross_attention.query,
+                                 &decoder.ffn.outer, &std::as_const(*model).output_projection}) {
+    EXPECT_NE(w->weight, nullptr);
+    EXPECT_NE(w->bias, nullptr);
+    EXPECT_LT(w->packed_max_rows, std::numeric_limits<int>::max());
+  }
+  // The three equal tables are one now.
+  EXPECT_EQ(model->encoder_embeddings.table, encoder_table);
+  EXPECT_EQ(model->decoder_embeddings.table, encoder_table);
+  EXPECT_EQ(model->output_projection.weight, encoder_table);
+  freed += 2 * kVocab * kDModel;
+  EXPECT_EQ(before - WeightBytes(*model), freed * static_cast<int64_t>(sizeof(float)));
+  EXPECT_EQ(model->storage.size(), buffers - 5 * 2 - 2);
+}
+
+TEST(CompactWeights, ReducedTypesKeepOnlyTablesAndNorms) {
+  for (ComputeType type : SupportedTypes()) {
+    if (type == ComputeType::kFloat32) continue;
+    SCOPED_TRACE(ComputeTypeName(type));
+    std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/false, 2);
+    Pack(*model, type);
+    const float* tables[] = {model->encoder_embeddings.table, model->decoder_embeddings.table};
+    const float* positions = model->decoder_embeddings.positions;
+    const float* gamma = model->decoder_layers[0].ffn.norm.gamma;
+    CompactWeights(*model);
+    for (const LinearWeights* w : Linears(*model)) {
+      EXPECT_EQ(w->weight, nullptr);
+      EXPECT_EQ(w->bias, nullptr);
+      EXPECT_NE(w->packed, nullptr);
+    }
+    // Different tables stay apart; what the forward pass reads directly stays.
+    EXPECT_EQ(model->encoder_embeddings.table, tables[0]);
+    EXPECT_EQ(model->decoder_embeddings.table, tables[1]);
+    EXPECT_EQ(model->decoder_embeddings.positions, positions);
+    EXPECT_EQ(model->decoder_layers[0].ffn.norm.gamma, gamma);
+    // Left: 2 tables, 2 position tables, 3 + 2 norms of 2 vectors each.
+    EXPECT_EQ(model->storage.size(), 2u + 2u + 10u);
+  }
+}
+
+TEST(CompactWeights, DoesNotShareTablesThatDiffer) {
+  std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 3);
+  // One value of the decoder's copy differs: not the same table.
+  const_cast<float*>(model->decoder_embeddings.table)[kVocab * kDModel - 1] += 1.0f;
+  const float* decoder_table = model->decoder_embeddings.table;
+  const float* projection = model->output_projection.weight;
+  CompactWeights(*model);
+  EXPECT_EQ(model->decoder_embeddings.table, decoder_table);
+  EXPECT_NE(model->decoder_embeddings.table, model->encoder_embeddings.table);
+  // The projection equals the encoder's table, not the decoder's: it keeps its own.
+  EXPECT_EQ(model->output_projection.weight, projection);
+}
+
+TEST(CompactWeights, TranslatesExactlyAsBefore) {
+  std::mt19937 rng(7);
+  std::vector<std::vector<int32_t>> sources;
+  // 80 sentences of 4 beams: decoder steps of up to 320 rows, past the packed kernel's 256 in
+  // float32, so OpenBLAS reads the (shared) weights as loaded too.
+  for (int s = 0; s < 80; ++s) {
+    std::vector<int32_t> ids(1 + rng() % 20);
+    for (int32_t& id : ids) id = 2 + static_cast<int32_t>(rng() % (kVocab - 2));
+    sources.push_back(ids);
+  }
+  DecodingOptions options;
+  options.beam_size = 4;
+  options.max_length = 12;
+  std::vector<ComputeType> types = SupportedTypes();
+  if (types.empty()) types.push_back(ComputeType::kFloat32);  // nothing packed, nothing freed
+  for (ComputeType type : types) {
+    for (bool tied : {true, false}) {
+      SCOPED_TRACE(::testing::Message() << ComputeTypeName(type) << (tied ? " tied" : ""));
+      std::shared_ptr<TransformerModel> whole = MakeModel(tied, 4);
+      std::shared_ptr<TransformerModel> compact = MakeModel(tied, 4);
+      Pack(*whole, type);
+      Pack(*compact, type);
+      CompactWeights(*compact);
+      if (PackedGemmSupported()) {
+        EXPECT_LT(WeightBytes(*compact), WeightBytes(*whole));
+      }
+      auto expected = TranslateBatch(whole, sources, options, 2);
+      auto actual = TranslateBatch(compact, sources, options, 2);
+      ASSERT_TRUE(expected.ok()) << expected.status();
+      ASSERT_TRUE(actual.ok()) << actual.status();
+      ASSERT_EQ(actual->size(), expected->size());
+      for (size_t i = 0; i < actual->size(); ++i) {
+        ASSERT_EQ((*actual)[i].size(), (*expected)[i].size());
+        for (size_t h = 0; h < (*actual)[i].size(); ++h) {
+          EXPECT_EQ((*actual)[i][h].tokens, (*expected)[i][h].tokens) << i;
+          EXPECT_EQ((*actual)[i][h].score, (*expected)[i][h].score) << i;
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace rosetta
