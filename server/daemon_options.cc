@@ -118,6 +118,22 @@ const std::vector<Flag>& Flags() {
          o.compute_type = *type;
          return absl::OkStatus();
        }},
+      {"model_compute_type",
+       "NAME=TYPE: model NAME computes in TYPE (float32, bfloat16 or int8) instead of "
+       "--compute_type. Repeat for more models.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         const size_t eq = v.find('=');
+         if (eq == absl::string_view::npos || eq == 0) {
+           return BadValue("model_compute_type", v, "NAME=TYPE");
+         }
+         absl::StatusOr<ComputeType> type = ParseComputeType(v.substr(eq + 1));
+         if (!type.ok()) {
+           return BadValue("model_compute_type", v,
+                           "NAME=TYPE with TYPE float32, bfloat16 or int8");
+         }
+         o.model_compute_types[std::string(v.substr(0, eq))] = *type;
+         return absl::OkStatus();
+       }},
       {"batching",
        "continuous (default): sentences join and leave the running batch at every "
        "decoding step; static: a batch runs to completion before the next is formed.",
@@ -281,6 +297,11 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
     return absl::InvalidArgumentError("--max_beam_size: the engine supports at most 16");
   }
   return options;
+}
+
+ComputeType ComputeTypeFor(const DaemonOptions& options, const std::string& name) {
+  auto it = options.model_compute_types.find(name);
+  return it != options.model_compute_types.end() ? it->second : options.compute_type;
 }
 
 }  // namespace rosetta::server

@@ -3,6 +3,7 @@
 #ifndef ROSETTA_SERVER_DAEMON_OPTIONS_H_
 #define ROSETTA_SERVER_DAEMON_OPTIONS_H_
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -36,6 +37,8 @@ struct DaemonOptions {
   std::string models_dir;  // every model directory inside is served, by its name
   int threads = 0;         // engine threads per model; 0: the CPUs available
   ComputeType compute_type = ComputeType::kFloat32;  // how every model's linear layers multiply
+  // Per model name, a compute type that replaces `compute_type` for that model.
+  std::map<std::string, ComputeType> model_compute_types;
   BatchingOptions batching;
   RequestLimits limits;
   absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight
@@ -49,6 +52,9 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
 
 // The usage text listing every flag with its default.
 std::string DaemonUsage();
+
+// How model `name` computes: its --model_compute_type, else --compute_type.
+ComputeType ComputeTypeFor(const DaemonOptions& options, const std::string& name);
 
 }  // namespace rosetta::server
 

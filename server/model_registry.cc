@@ -55,9 +55,10 @@ bool IsTranslationDirectory(const std::string& dir) {
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& path,
-                                                             const DaemonOptions& options) {
+                                                             const DaemonOptions& options,
+                                                             ComputeType compute_type) {
   absl::StatusOr<std::unique_ptr<TranslationModel>> model =
-      LoadTranslationModel(path, {.compute_type = options.compute_type});
+      LoadTranslationModel(path, {.compute_type = compute_type});
   if (!model.ok()) return model.status();
   auto served = std::make_unique<ServedModel>();
   served->model = std::move(*model);
@@ -72,9 +73,10 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& 
 }
 
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& path,
-                                                           const DaemonOptions& options) {
+                                                           const DaemonOptions& options,
+                                                           ComputeType compute_type) {
   absl::StatusOr<std::unique_ptr<EmbeddingModel>> embedder =
-      LoadEmbeddingModel(path, {.compute_type = options.compute_type});
+      LoadEmbeddingModel(path, {.compute_type = compute_type});
   if (!embedder.ok()) return embedder.status();
   auto served = std::make_unique<ServedModel>();
   served->embedder = std::move(*embedder);
@@ -102,6 +104,13 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
     if (!listed.ok()) return listed.status();
     specs.insert(specs.end(), listed->begin(), listed->end());
   }
+  for (const auto& [name, type] : options.model_compute_types) {
+    if (std::none_of(specs.begin(), specs.end(),
+                     [&](const ModelSpec& spec) { return spec.name == name; })) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model_compute_type: no model is named \"", name, "\""));
+    }
+  }
   auto registry = std::make_unique<ModelRegistry>();
   for (const ModelSpec& spec : specs) {
     if (!spec.name.empty() && registry->Find(spec.name) != nullptr) {
@@ -120,9 +129,10 @@ absl::StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(
         path = *fetched;
       }
     }
-    absl::StatusOr<std::unique_ptr<ServedModel>> loaded = IsTranslationDirectory(path)
-                                                              ? LoadTranslation(path, options)
-                                                              : LoadEmbedding(path, options);
+    const ComputeType compute_type = ComputeTypeFor(options, spec.name);
+    absl::StatusOr<std::unique_ptr<ServedModel>> loaded =
+        IsTranslationDirectory(path) ? LoadTranslation(path, options, compute_type)
+                                     : LoadEmbedding(path, options, compute_type);
     if (!loaded.ok()) {
       return absl::Status(
           loaded.status().code(),

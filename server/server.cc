@@ -24,6 +24,12 @@ absl::Status Server::Start() {
   if (absl::Status s = CheckLoadOptions({.compute_type = options_.compute_type}); !s.ok()) {
     return absl::FailedPreconditionError(absl::StrCat("--compute_type: ", s.message()));
   }
+  for (const auto& [name, type] : options_.model_compute_types) {
+    if (absl::Status s = CheckLoadOptions({.compute_type = type}); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("--model_compute_type ", name, "=",
+                                                        ComputeTypeName(type), ": ", s.message()));
+    }
+  }
   if (!options_.metrics_listen.empty()) {
     if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;
     const size_t colon = options_.metrics_listen.rfind(':');

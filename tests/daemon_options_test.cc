@@ -61,6 +61,23 @@ TEST(DaemonOptionsTest, ParsesFlagsInBothForms) {
   EXPECT_EQ(Parse({"--model", "a=/x"})->compute_type, ComputeType::kFloat32);
 }
 
+TEST(DaemonOptionsTest, ComputeTypePerModel) {
+  auto options = Parse({"--model", "a=/x", "--model", "b=/y", "--model", "c=/z", "--compute_type",
+                        "bfloat16", "--model_compute_type", "a=int8",
+                        "--model_compute_type=c=float32", "--model_compute_type", "a=float32"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(ComputeTypeFor(*options, "a"), ComputeType::kFloat32);  // the last one counts
+  EXPECT_EQ(ComputeTypeFor(*options, "b"), ComputeType::kBfloat16);
+  EXPECT_EQ(ComputeTypeFor(*options, "c"), ComputeType::kFloat32);
+  EXPECT_THAT(Parse({"--model", "a=/x", "--model_compute_type", "int8"}).status().message(),
+              HasSubstr("--model_compute_type: \"int8\" is not NAME=TYPE"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--model_compute_type", "=int8"}).status().message(),
+              HasSubstr("is not NAME=TYPE"));
+  EXPECT_THAT(Parse({"--model", "a=/x", "--model_compute_type", "a=fp16"}).status().message(),
+              HasSubstr("--model_compute_type: \"a=fp16\" is not NAME=TYPE with TYPE float32, "
+                        "bfloat16 or int8"));
+}
+
 TEST(DaemonOptionsTest, ReadsAConfigFileThatLaterFlagsOverride) {
   const std::string dir = testing::MakeTempDir("daemon_options");
   testing::WriteFile(dir + "/rosettad.conf",

@@ -291,6 +291,69 @@ TEST_F(ServerTest, ComputesInInt8LikeTheEngine) {
   ExpectComputesLikeTheEngine(ComputeType::kInt8);
 }
 
+// --model_compute_type: each model computes in its own type, and says so.
+TEST_F(ServerTest, ComputeTypePerModel) {
+  if (!PackedInt8Supported()) GTEST_SKIP() << "this CPU has no AVX512_VNNI";
+  DaemonOptions daemon_options = Options();
+  daemon_options.model_compute_types = {{"aren-i8", ComputeType::kInt8}};
+  StartServer(daemon_options);
+  absl::StatusOr<std::unique_ptr<TranslationModel>> int8 = LoadTranslationModel(
+      testing::ArenModel("v2/aren-transliteration-i8"), {.compute_type = ComputeType::kInt8});
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  absl::StatusOr<std::unique_ptr<TranslationModel>> int8_weights_in_float32 =
+      LoadTranslationModel(testing::ArenModel("v2/aren-transliteration-i8"));
+  ASSERT_TRUE(int8_weights_in_float32.ok()) << int8_weights_in_float32.status();
+  const std::vector<std::string> texts = RandomTexts(12, 30, 11);
+  DecodingOptions options = engine_model_->default_options;
+  options.beam_size = 1;
+  int differ = 0;
+  for (const std::string& text : texts) {
+    for (const char* model : {"aren", "aren-i8"}) {
+      v1::TranslateRequest request;
+      request.set_model(model);
+      request.add_texts(text);
+      request.mutable_options()->set_beam_size(1);
+      request.mutable_options()->set_return_scores(true);
+      v1::TranslateResponse response;
+      grpc::Status status = Translate(request, &response);
+      ASSERT_TRUE(status.ok()) << status.error_message();
+      const v1::Hypothesis& h = response.translations(0).hypotheses(0);
+      float score = 0;
+      const bool reduced = std::string(model) == "aren-i8";
+      EXPECT_EQ(h.text(), EngineTranslation(text, options, &score, reduced ? int8->get() : nullptr))
+          << model << ": " << text;
+      EXPECT_EQ(h.score(), score) << model << ": " << text;
+      if (reduced) {
+        float float32_score = 0;
+        EngineTranslation(text, options, &float32_score, int8_weights_in_float32->get());
+        if (float32_score != score) ++differ;
+      }
+    }
+  }
+  EXPECT_GT(differ, 0) << "aren-i8 computed in float32";
+
+  grpc::ClientContext context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &list).ok());
+  ASSERT_EQ(list.models_size(), 2);
+  EXPECT_EQ(list.models(0).compute_type(), "float32");
+  EXPECT_EQ(list.models(1).compute_type(), "int8");
+  const std::string metrics = server_->metrics().Exposition();
+  EXPECT_THAT(metrics, HasSubstr("model=\"aren\""));
+  EXPECT_THAT(metrics, HasSubstr("compute_type=\"float32\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("compute_type=\"int8\"} 1"));
+}
+
+// A --model_compute_type for a model that is not served stops start-up before any model loads.
+TEST_F(ServerTest, ComputeTypeForAnUnknownModelStopsStartUp) {
+  DaemonOptions daemon_options = Options();
+  daemon_options.model_compute_types = {{"arne", ComputeType::kFloat32}};
+  StartServer(daemon_options, /*load=*/false);
+  const absl::Status status = server_->LoadModels();
+  EXPECT_TRUE(absl::IsInvalidArgument(status)) << status;
+  EXPECT_THAT(status.message(), HasSubstr("--model_compute_type: no model is named \"arne\""));
+}
+
 // While a long translation decodes, a short one sent later finishes first (continuous), and
 // only after it with static batching. In the static case the two answers arrive within
 // milliseconds of each other, so the order the clients see them in proves nothing: the short
