@@ -68,6 +68,15 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& 
       PositionsOr(transformer.encoder_embeddings, options.limits.max_tokens_per_text);
   served->max_decoding_length =
       PositionsOr(transformer.decoder_embeddings, options.batching.max_decoding_length);
+  // Every source carries the model's BOS/EOS: a limit without room for one token beside them
+  // would refuse every text (or, cutting, exceed itself).
+  const int specials = (served->model->source_bos_id >= 0) + (served->model->source_eos_id >= 0);
+  if (served->max_tokens_per_text <= specials) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_tokens_per_text ", served->max_tokens_per_text, " leaves no room for a token beside ",
+        "the model's ", specials, specials == 1 ? " special token" : " special tokens",
+        " added to every source (BOS/EOS)"));
+  }
   served->embedder = TranslationEncoderEmbeddings(served->model, served->max_tokens_per_text);
   return served;
 }
@@ -82,6 +91,15 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& pa
   served->embedder = std::move(*embedder);
   served->max_tokens_per_text =
       std::min(options.limits.max_tokens_per_text, served->embedder->max_tokens());
+  // The tokenizer's own special tokens ([CLS], [SEP]) need room beside at least one token.
+  bool cut = false;
+  absl::StatusOr<std::vector<int32_t>> specials = served->embedder->Tokenize("", true, &cut);
+  if (specials.ok() && served->max_tokens_per_text <= static_cast<int>(specials->size())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "max_tokens_per_text ", served->max_tokens_per_text, " leaves no room for a token beside ",
+        "the model's ", specials->size(),
+        specials->size() == 1 ? " special token" : " special tokens", " added to every text"));
+  }
   return served;
 }
 

@@ -18,6 +18,8 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "gtest/gtest.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
+#include "server/model_registry.h"
+#include "server/requests.h"
 #include "tests/test_util.h"
 
 namespace rosetta::server {
@@ -905,6 +907,43 @@ TEST_F(ServerTest, ListsModelsAndEncodes) {
     double norm = 0;
     for (float v : e.values()) norm += v * v;
     EXPECT_NEAR(norm, 1.0, 1e-5);
+  }
+}
+
+// A --max_tokens_per_text that leaves no room for a token beside the special tokens a model
+// adds to every input (BERT's [CLS] and [SEP], Marian's </s>) stops start-up: every text would be
+// refused, or cut to more tokens than the limit. One more token is enough.
+TEST_F(ServerTest, TokenLimitMustLeaveRoomBesideSpecialTokens) {
+  const char* bert = std::getenv("ROSETTA_BERT_MODEL");
+  const char* marian = std::getenv("ROSETTA_MARIAN_MODEL");
+  if (bert == nullptr || marian == nullptr) {
+    GTEST_SKIP() << "ROSETTA_BERT_MODEL or ROSETTA_MARIAN_MODEL is not set (ctest sets them)";
+  }
+  for (auto [path, specials] : {std::pair{bert, 2}, std::pair{marian, 1}}) {
+    SCOPED_TRACE(path);
+    DaemonOptions options = Options();
+    options.models = {{"m", path}};
+    options.limits.max_tokens_per_text = specials;
+    {
+      auto registry = ModelRegistry::Load(options, 1);
+      ASSERT_FALSE(registry.ok());
+      EXPECT_TRUE(absl::IsInvalidArgument(registry.status())) << registry.status();
+      EXPECT_THAT(registry.status().message(),
+                  HasSubstr(absl::StrCat("max_tokens_per_text ", specials,
+                                         " leaves no room for a token beside the model's ",
+                                         specials, " special token")));
+    }
+    options.limits.max_tokens_per_text = specials + 1;
+    auto registry = ModelRegistry::Load(options, 1);
+    ASSERT_TRUE(registry.ok()) << registry.status();
+    // Cut to the limit: one token of the text and the specials.
+    v1::EncodeRequest request;
+    request.add_texts("hello world again and again");
+    request.set_truncate(true);
+    auto prepared = PrepareEncode(request, *(*registry)->Find(""), options.limits);
+    ASSERT_TRUE(prepared.ok()) << prepared.status();
+    EXPECT_EQ(prepared->inputs[0].size(), static_cast<size_t>(specials + 1));
+    EXPECT_TRUE(prepared->truncated[0]);
   }
 }
 
