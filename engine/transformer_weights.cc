@@ -86,28 +86,25 @@ void CompactWeights(TransformerModel& model) {
     used.insert(used.end(), {e.table, e.positions});
     norm(e.norm);
   };
+  auto sublayers = [&](SelfAttentionWeights& attention, FeedForwardWeights& ffn) {
+    norm(attention.norm);
+    linear(attention.qkv);
+    linear(attention.output);
+    norm(ffn.norm);
+    linear(ffn.inner);
+    linear(ffn.outer);
+  };
   embeddings(model.encoder_embeddings);
-  for (EncoderLayerWeights& layer : model.encoder_layers) {
-    norm(layer.self_attention.norm);
-    linear(layer.self_attention.qkv);
-    linear(layer.self_attention.output);
-    norm(layer.ffn.norm);
-    linear(layer.ffn.inner);
-    linear(layer.ffn.outer);
-  }
+  for (EncoderLayerWeights& layer : model.encoder_layers)
+    sublayers(layer.self_attention, layer.ffn);
   norm(model.encoder_final_norm);
   embeddings(model.decoder_embeddings);
   for (DecoderLayerWeights& layer : model.decoder_layers) {
-    norm(layer.self_attention.norm);
-    linear(layer.self_attention.qkv);
-    linear(layer.self_attention.output);
+    sublayers(layer.self_attention, layer.ffn);
     norm(layer.cross_attention.norm);
     linear(layer.cross_attention.query);
     linear(layer.cross_attention.kv);
     linear(layer.cross_attention.output);
-    norm(layer.ffn.norm);
-    linear(layer.ffn.inner);
-    linear(layer.ffn.outer);
   }
   norm(model.decoder_final_norm);
   linear(model.output_projection);
