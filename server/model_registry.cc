@@ -54,6 +54,15 @@ bool IsTranslationDirectory(const std::string& dir) {
   return config.is_discarded() || !config.is_object() || config.value("model_type", "") == "marian";
 }
 
+// Every input carries the model's `specials` special tokens: a limit without room for one token
+// beside them would refuse every text (or, cutting, exceed itself).
+absl::Status CheckRoomBesideSpecials(int max_tokens, int specials, absl::string_view added_to) {
+  if (max_tokens > specials) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "max_tokens_per_text ", max_tokens, " leaves no room for a token beside ", "the model's ",
+      specials, specials == 1 ? " special token" : " special tokens", " added to ", added_to));
+}
+
 absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& path,
                                                              const DaemonOptions& options,
                                                              ComputeType compute_type) {
@@ -68,14 +77,11 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadTranslation(const std::string& 
       PositionsOr(transformer.encoder_embeddings, options.limits.max_tokens_per_text);
   served->max_decoding_length =
       PositionsOr(transformer.decoder_embeddings, options.batching.max_decoding_length);
-  // Every source carries the model's BOS/EOS: a limit without room for one token beside them
-  // would refuse every text (or, cutting, exceed itself).
   const int specials = (served->model->source_bos_id >= 0) + (served->model->source_eos_id >= 0);
-  if (served->max_tokens_per_text <= specials) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_tokens_per_text ", served->max_tokens_per_text, " leaves no room for a token beside ",
-        "the model's ", specials, specials == 1 ? " special token" : " special tokens",
-        " added to every source (BOS/EOS)"));
+  if (absl::Status s =
+          CheckRoomBesideSpecials(served->max_tokens_per_text, specials, "every source (BOS/EOS)");
+      !s.ok()) {
+    return s;
   }
   served->embedder = TranslationEncoderEmbeddings(served->model, served->max_tokens_per_text);
   return served;
@@ -91,14 +97,15 @@ absl::StatusOr<std::unique_ptr<ServedModel>> LoadEmbedding(const std::string& pa
   served->embedder = std::move(*embedder);
   served->max_tokens_per_text =
       std::min(options.limits.max_tokens_per_text, served->embedder->max_tokens());
-  // The tokenizer's own special tokens ([CLS], [SEP]) need room beside at least one token.
+  // The tokenizer's own special tokens ([CLS], [SEP]): what an empty text becomes.
   bool cut = false;
   absl::StatusOr<std::vector<int32_t>> specials = served->embedder->Tokenize("", true, &cut);
-  if (specials.ok() && served->max_tokens_per_text <= static_cast<int>(specials->size())) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "max_tokens_per_text ", served->max_tokens_per_text, " leaves no room for a token beside ",
-        "the model's ", specials->size(),
-        specials->size() == 1 ? " special token" : " special tokens", " added to every text"));
+  if (specials.ok()) {
+    if (absl::Status s = CheckRoomBesideSpecials(served->max_tokens_per_text,
+                                                 static_cast<int>(specials->size()), "every text");
+        !s.ok()) {
+      return s;
+    }
   }
   return served;
 }
