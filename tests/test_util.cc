@@ -20,10 +20,14 @@ std::string ArenModel(const std::string& variant) {
   return SharedDir() + "/models/ctranslate2/" + variant;
 }
 
+std::string ProcessTempDir() {
+  return (std::filesystem::temp_directory_path() / ("rosetta_test_" + std::to_string(::getpid())))
+      .string();
+}
+
 std::string MakeTempDir(const std::string& name) {
   const ::testing::TestInfo* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  std::filesystem::path dir = std::filesystem::temp_directory_path() /
-                              ("rosetta_test_" + std::to_string(::getpid())) /
+  std::filesystem::path dir = std::filesystem::path(ProcessTempDir()) /
                               (std::string(info->test_suite_name()) + "." + info->name()) / name;
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);

@@ -14,6 +14,9 @@ std::string SharedDir();
 // A CTranslate2 aren-transliteration model directory, e.g. "v2/aren-transliteration-i8".
 std::string ArenModel(const std::string& variant);
 
+// This process's scratch directory (<temp>/rosetta_test_<pid>), which MakeTempDir fills. The
+// test main removes it when every test passed and keeps it, naming it, when one failed.
+std::string ProcessTempDir();
 // A fresh empty directory under the test's temporary directory.
 std::string MakeTempDir(const std::string& name);
 void WriteFile(const std::string& path, const std::string& content);
