@@ -106,7 +106,8 @@ struct BertShape {
 
 absl::StatusOr<std::shared_ptr<TransformerModel>> LoadBertWeights(const std::string& dir,
                                                                   const std::string& config_path,
-                                                                  const nlohmann::json& json) {
+                                                                  const nlohmann::json& json,
+                                                                  ComputeType compute_type) {
   auto model = std::make_shared<TransformerModel>();
   TransformerConfig& c = model->config;
   BertShape shape;
@@ -178,6 +179,7 @@ absl::StatusOr<std::shared_ptr<TransformerModel>> LoadBertWeights(const std::str
     ASSIGN_OR_RETURN(layer.ffn.inner, r.Linear(p + ".intermediate.dense", shape.ffn, d));
     ASSIGN_OR_RETURN(layer.ffn.outer, r.Linear(p + ".output.dense", d, shape.ffn));
     ASSIGN_OR_RETURN(layer.ffn.norm, r.LayerNorm(p + ".output.LayerNorm", d));
+    PackEncoderLayer(*model, layer, compute_type);
     model->encoder_layers.push_back(layer);
   }
   return model;
@@ -257,7 +259,7 @@ absl::StatusOr<BertDirectory> LoadBertDirectory(const std::string& dir, ComputeT
   ASSIGN_OR_RETURN(nlohmann::json config, ReadJsonFile(config_path));
   BertDirectory out;
   ASSIGN_OR_RETURN(std::shared_ptr<TransformerModel> model,
-                   LoadBertWeights(dir, config_path, config));
+                   LoadBertWeights(dir, config_path, config, compute_type));
 
   // Tokenizer options: tokenizer_config.json, then sentence_bert_config.json (which
   // sentence-transformers applies over it).

@@ -490,6 +490,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
     EncoderLayerWeights layer;
     ASSIGN_OR_RETURN(layer.self_attention, ReadSelfAttention(r, prefix + "/self_attention", d));
     ASSIGN_OR_RETURN(layer.ffn, ReadFeedForward(r, prefix + "/ffn", d));
+    PackEncoderLayer(*model, layer, compute_type);
     model->encoder_layers.push_back(layer);
   }
   if (c.pre_norm) {
@@ -503,6 +504,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadCt2Model(const std::string
     ASSIGN_OR_RETURN(layer.self_attention, ReadSelfAttention(r, prefix + "/self_attention", d));
     ASSIGN_OR_RETURN(layer.cross_attention, ReadCrossAttention(r, prefix + "/attention", d));
     ASSIGN_OR_RETURN(layer.ffn, ReadFeedForward(r, prefix + "/ffn", d));
+    PackDecoderLayer(*model, layer, compute_type);
     model->decoder_layers.push_back(layer);
   }
   if (c.pre_norm) {

@@ -254,6 +254,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
     ASSIGN_OR_RETURN(layer.self_attention.output, r.Linear(p + ".self_attn.out_proj", d, d));
     ASSIGN_OR_RETURN(layer.self_attention.norm, r.LayerNorm(p + ".self_attn_layer_norm", d));
     ASSIGN_OR_RETURN(layer.ffn, ReadFeedForward(r, p, d, shape.encoder_ffn));
+    PackEncoderLayer(*model, layer, compute_type);
     model->encoder_layers.push_back(layer);
   }
 
@@ -273,6 +274,7 @@ absl::StatusOr<std::unique_ptr<TranslationModel>> LoadMarianModel(const std::str
     ASSIGN_OR_RETURN(layer.cross_attention.output, r.Linear(p + ".encoder_attn.out_proj", d, d));
     ASSIGN_OR_RETURN(layer.cross_attention.norm, r.LayerNorm(p + ".encoder_attn_layer_norm", d));
     ASSIGN_OR_RETURN(layer.ffn, ReadFeedForward(r, p, d, shape.decoder_ffn));
+    PackDecoderLayer(*model, layer, compute_type);
     model->decoder_layers.push_back(layer);
   }
 

@@ -496,59 +496,110 @@ uint16_t ToBfloat16(float f) {
   return static_cast<uint16_t>(bits >> 16);
 }
 
-void ConvertToBfloat16(PackedWeights& w) {
-  const int k_pairs = (w.k + 1) / 2;
-  const size_t values = static_cast<size_t>(w.panels) * k_pairs * 2 * kWidth;
-  w.data_bf16.reserve(values);
-  AdviseHugePages(w.data_bf16.data(), values * sizeof(uint16_t));
-  w.data_bf16.assign(values, 0);
-  for (int p = 0; p < w.panels; ++p) {
-    const float* from = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
-    uint16_t* to = w.data_bf16.data() + static_cast<size_t>(p) * k_pairs * 2 * kWidth;
-    for (int kk = 0; kk < w.k; ++kk) {
-      for (int j = 0; j < kWidth; ++j) {
-        to[(static_cast<size_t>(kk / 2) * kWidth + j) * 2 + kk % 2] =
-            ToBfloat16(from[static_cast<size_t>(kk) * kWidth + j]);
-      }
+namespace {
+
+// One panel of float32 values (k rows of kWidth) as bfloat16 pairs (ceil(k / 2) rows of kWidth
+// pairs, zero past k); `to` starts zeroed.
+void PanelToBfloat16(const float* from, int k, uint16_t* to) {
+  for (int kk = 0; kk < k; ++kk) {
+    for (int j = 0; j < kWidth; ++j) {
+      to[(static_cast<size_t>(kk / 2) * kWidth + j) * 2 + kk % 2] =
+          ToBfloat16(from[static_cast<size_t>(kk) * kWidth + j]);
     }
   }
-  w.data = AlignedVector<float>();
-  w.type = ComputeType::kBfloat16;
 }
 
-void ConvertToInt8(PackedWeights& w) {
-  const int k_quads = (w.k + 3) / 4;
-  const size_t values = static_cast<size_t>(w.panels) * k_quads * 4 * kWidth;
-  w.data_int8.reserve(values);
-  AdviseHugePages(w.data_int8.data(), values);
-  w.data_int8.assign(values, 0);
-  w.column_scales.assign(static_cast<size_t>(w.panels) * kWidth, 1.0f);
-  w.column_offsets.assign(static_cast<size_t>(w.panels) * kWidth, 0);
-  for (int p = 0; p < w.panels; ++p) {
-    const float* from = w.data.data() + static_cast<size_t>(p) * w.k * kWidth;
-    int8_t* to = w.data_int8.data() + static_cast<size_t>(p) * k_quads * 4 * kWidth;
-    for (int j = 0; j < kWidth; ++j) {
-      float max_abs = 0;
-      bool finite = true;
-      for (int kk = 0; kk < w.k; ++kk) {
-        const float value = from[static_cast<size_t>(kk) * kWidth + j];
-        finite = finite && std::isfinite(value);
-        max_abs = std::max(max_abs, std::abs(value));
-      }
-      const Int8Scale s = ScaleFor(max_abs, finite);
-      int32_t sum = 0;
-      for (int kk = 0; kk < w.k; ++kk) {
-        const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * s.inverse);
-        const int8_t value = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
-        to[(static_cast<size_t>(kk / 4) * kWidth + j) * 4 + kk % 4] = value;
-        sum += value;
-      }
-      w.column_scales[static_cast<size_t>(p) * kWidth + j] = s.scale;
-      w.column_offsets[static_cast<size_t>(p) * kWidth + j] = 128 * sum;
+// One panel of float32 values as int8 quads (ceil(k / 4) rows of kWidth quads, zero past k), with
+// each column's scale and weight sum times 128 (kWidth of each); `to` starts zeroed.
+void PanelToInt8(const float* from, int k, int8_t* to, float* scales, int32_t* offsets) {
+  for (int j = 0; j < kWidth; ++j) {
+    float max_abs = 0;
+    bool finite = true;
+    for (int kk = 0; kk < k; ++kk) {
+      const float value = from[static_cast<size_t>(kk) * kWidth + j];
+      finite = finite && std::isfinite(value);
+      max_abs = std::max(max_abs, std::abs(value));
     }
+    const Int8Scale s = ScaleFor(max_abs, finite);
+    int32_t sum = 0;
+    for (int kk = 0; kk < k; ++kk) {
+      const float q = std::nearbyint(from[static_cast<size_t>(kk) * kWidth + j] * s.inverse);
+      const int8_t value = static_cast<int8_t>(std::clamp(q, -127.0f, 127.0f));
+      to[(static_cast<size_t>(kk / 4) * kWidth + j) * 4 + kk % 4] = value;
+      sum += value;
+    }
+    scales[j] = s.scale;
+    offsets[j] = 128 * sum;
+  }
+}
+
+// Room for `type`'s panels of `w` (w.panels and w.k set), zeroed, huge pages advised.
+void AllocateReducedPanels(PackedWeights& w, ComputeType type) {
+  if (type == ComputeType::kBfloat16) {
+    const size_t values = static_cast<size_t>(w.panels) * ((w.k + 1) / 2) * 2 * kWidth;
+    w.data_bf16.reserve(values);
+    AdviseHugePages(w.data_bf16.data(), values * sizeof(uint16_t));
+    w.data_bf16.assign(values, 0);
+  } else {
+    const size_t values = static_cast<size_t>(w.panels) * ((w.k + 3) / 4) * 4 * kWidth;
+    w.data_int8.reserve(values);
+    AdviseHugePages(w.data_int8.data(), values);
+    w.data_int8.assign(values, 0);
+    w.column_scales.assign(static_cast<size_t>(w.panels) * kWidth, 1.0f);
+    w.column_offsets.assign(static_cast<size_t>(w.panels) * kWidth, 0);
+  }
+  w.type = type;
+}
+
+// Panel p of float32 values into `type`'s layout in w. REQUIRES: AllocateReducedPanels(w, type).
+void ConvertPanel(const float* from, int p, PackedWeights& w) {
+  if (w.type == ComputeType::kBfloat16) {
+    const size_t k_pairs = (w.k + 1) / 2;
+    PanelToBfloat16(from, w.k, w.data_bf16.data() + p * k_pairs * 2 * kWidth);
+  } else {
+    const size_t k_quads = (w.k + 3) / 4;
+    const size_t column = static_cast<size_t>(p) * kWidth;
+    PanelToInt8(from, w.k, w.data_int8.data() + p * k_quads * 4 * kWidth,
+                w.column_scales.data() + column, w.column_offsets.data() + column);
+  }
+}
+
+void ConvertPanels(PackedWeights& w, ComputeType type) {
+  AllocateReducedPanels(w, type);
+  for (int p = 0; p < w.panels; ++p) {
+    ConvertPanel(w.data.data() + static_cast<size_t>(p) * w.k * kWidth, p, w);
   }
   w.data = AlignedVector<float>();
-  w.type = ComputeType::kInt8;
+}
+
+}  // namespace
+
+void ConvertToBfloat16(PackedWeights& w) { ConvertPanels(w, ComputeType::kBfloat16); }
+
+void ConvertToInt8(PackedWeights& w) { ConvertPanels(w, ComputeType::kInt8); }
+
+PackedWeights PackWeights(const float* w, const float* bias, int n, int k, ComputeType type) {
+  if (type == ComputeType::kFloat32) return PackWeights(w, bias, n, k);
+  PackedWeights packed;
+  packed.n = n;
+  packed.k = k;
+  packed.panels = (n + kWidth - 1) / kWidth;
+  AllocateReducedPanels(packed, type);
+  // One float32 panel at a time: no float32 copy of the whole matrix besides `w`.
+  AlignedVector<float> panel(static_cast<size_t>(k) * kWidth);
+  for (int p = 0; p < packed.panels; ++p) {
+    std::fill(panel.begin(), panel.end(), 0.0f);
+    for (int j = 0; j < kWidth && p * kWidth + j < n; ++j) {
+      const float* row = w + static_cast<size_t>(p * kWidth + j) * k;
+      for (int kk = 0; kk < k; ++kk) panel[static_cast<size_t>(kk) * kWidth + j] = row[kk];
+    }
+    ConvertPanel(panel.data(), p, packed);
+  }
+  if (bias != nullptr) {
+    packed.bias.assign(static_cast<size_t>(packed.panels) * kWidth, 0.0f);
+    std::memcpy(packed.bias.data(), bias, sizeof(float) * n);
+  }
+  return packed;
 }
 
 void PackedLinear(const float* x, int m, int ldx, const PackedWeights& w, float* y, int ldy,

@@ -70,6 +70,9 @@ absl::Status CheckComputeType(ComputeType type);
 
 // REQUIRES: w is [n x k] row-major; bias is null or has n values.
 PackedWeights PackWeights(const float* w, const float* bias, int n, int k);
+// The same packed in `type` directly, a panel at a time: equal to PackWeights then
+// ConvertToBfloat16 or ConvertToInt8, without the float32 panels of the whole matrix in between.
+PackedWeights PackWeights(const float* w, const float* bias, int n, int k, ComputeType type);
 
 // Repacks float32 panels as bfloat16 (rounded to nearest even) and frees the float32 ones.
 // REQUIRES: w.type == kFloat32.

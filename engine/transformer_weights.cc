@@ -4,52 +4,160 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <initializer_list>
 #include <limits>
 
 namespace rosetta {
 
 namespace {
 
-// Packs `w` for `type`, and uses the packed kernel up to `max_rows` rows (bfloat16, int8: always).
+constexpr int kEveryRowCount = std::numeric_limits<int>::max();
+
+// Packs `w` for `type` (unless packed already), and uses the packed kernel up to `max_rows` rows
+// (bfloat16, int8: always).
 void Pack(TransformerModel& model, LinearWeights& w, ComputeType type, int max_rows) {
-  auto packed = std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in));
-  if (type != ComputeType::kFloat32) {
-    if (type == ComputeType::kBfloat16) ConvertToBfloat16(*packed);
-    if (type == ComputeType::kInt8) ConvertToInt8(*packed);
-    max_rows = std::numeric_limits<int>::max();
-  }
+  if (w.packed != nullptr) return;
+  auto packed = std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in, type));
+  if (type != ComputeType::kFloat32) max_rows = kEveryRowCount;
   w.packed = packed.get();
   w.packed_max_rows = max_rows;
   model.packed_storage.push_back(std::move(packed));
   model.config.compute_type = type;
 }
 
+// Calls visit(p) with every pointer into storage that the model's weights hold (null ones too).
+// Linears fully served by their packed copy first lose their weights as loaded (null from then).
+template <typename Visit>
+void VisitWeightPointers(TransformerModel& model, Visit visit) {
+  auto linear = [&](LinearWeights& w) {
+    if (w.packed != nullptr && w.packed_max_rows == kEveryRowCount) {
+      w.weight = nullptr;
+      w.bias = nullptr;
+    }
+    visit(w.weight);
+    visit(w.bias);
+  };
+  auto norm = [&](const LayerNormWeights& n) {
+    visit(n.gamma);
+    visit(n.beta);
+  };
+  auto embeddings = [&](const EmbeddingWeights& e) {
+    visit(e.table);
+    visit(e.positions);
+    norm(e.norm);
+  };
+  auto sublayers = [&](SelfAttentionWeights& attention, FeedForwardWeights& ffn) {
+    norm(attention.norm);
+    linear(attention.qkv);
+    linear(attention.output);
+    norm(ffn.norm);
+    linear(ffn.inner);
+    linear(ffn.outer);
+  };
+  embeddings(model.encoder_embeddings);
+  for (EncoderLayerWeights& layer : model.encoder_layers) {
+    sublayers(layer.self_attention, layer.ffn);
+  }
+  norm(model.encoder_final_norm);
+  embeddings(model.decoder_embeddings);
+  for (DecoderLayerWeights& layer : model.decoder_layers) {
+    sublayers(layer.self_attention, layer.ffn);
+    norm(layer.cross_attention.norm);
+    linear(layer.cross_attention.query);
+    linear(layer.cross_attention.kv);
+    linear(layer.cross_attention.output);
+  }
+  norm(model.decoder_final_norm);
+  linear(model.output_projection);
+}
+
+// Frees the stored buffers that none of `used` points into.
+void FreeUnused(TransformerModel& model, const std::vector<const float*>& used) {
+  std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
+    std::less_equal<const float*> le;
+    const float* begin = buffer->data();
+    const float* end = begin + buffer->size();
+    return std::none_of(used.begin(), used.end(), [&](const float* p) {
+      return p != nullptr && le(begin, p) && !le(end, p);
+    });
+  });
+}
+
+// Frees the weights as loaded of those of `linears` that their packed copies serve at every row
+// count: each buffer that one of them starts and nothing in the model points into.
+void ReleaseLoadedCopies(TransformerModel& model, std::initializer_list<LinearWeights*> linears) {
+  std::vector<const float*> candidates;
+  for (LinearWeights* w : linears) {
+    if (w->packed == nullptr || w->packed_max_rows != kEveryRowCount) continue;
+    candidates.insert(candidates.end(), {w->weight, w->bias});
+    w->weight = nullptr;
+    w->bias = nullptr;
+  }
+  std::vector<const float*> used;
+  VisitWeightPointers(model, [&](const float* p) { used.push_back(p); });
+  std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
+    const float* begin = buffer->data();
+    const float* end = begin + buffer->size();
+    std::less_equal<const float*> le;
+    return std::find(candidates.begin(), candidates.end(), begin) != candidates.end() &&
+           std::none_of(used.begin(), used.end(), [&](const float* p) {
+             return p != nullptr && le(begin, p) && !le(end, p);
+           });
+  });
+}
+
+void PackEncoderLinears(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type) {
+  for (LinearWeights* w : {&layer.self_attention.qkv, &layer.self_attention.output,
+                           &layer.ffn.inner, &layer.ffn.outer}) {
+    Pack(model, *w, type, kEveryRowCount);
+  }
+}
+
+// The decoder step's linears (packed up to their packed_max_rows in float32) and the
+// cross-attention key/value projection (over source tokens: every row count).
+void PackDecoderLinears(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type,
+                        bool step, bool source) {
+  if (step) {
+    for (LinearWeights* w :
+         {&layer.self_attention.qkv, &layer.self_attention.output, &layer.cross_attention.query,
+          &layer.cross_attention.output, &layer.ffn.inner, &layer.ffn.outer}) {
+      Pack(model, *w, type, w->packed_max_rows);
+    }
+  }
+  if (source) Pack(model, layer.cross_attention.kv, type, kEveryRowCount);
+}
+
 }  // namespace
 
 void PackDecoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  auto pack = [&](LinearWeights& w) { Pack(model, w, type, w.packed_max_rows); };
   for (DecoderLayerWeights& layer : model.decoder_layers) {
-    pack(layer.self_attention.qkv);
-    pack(layer.self_attention.output);
-    pack(layer.cross_attention.query);
-    pack(layer.cross_attention.output);
-    pack(layer.ffn.inner);
-    pack(layer.ffn.outer);
+    PackDecoderLinears(model, layer, type, /*step=*/true, /*source=*/false);
   }
-  pack(model.output_projection);
+  Pack(model, model.output_projection, type, model.output_projection.packed_max_rows);
 }
 
 void PackEncoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  auto pack = [&](LinearWeights& w) { Pack(model, w, type, std::numeric_limits<int>::max()); };
-  for (EncoderLayerWeights& layer : model.encoder_layers) {
-    pack(layer.self_attention.qkv);
-    pack(layer.self_attention.output);
-    pack(layer.ffn.inner);
-    pack(layer.ffn.outer);
+  for (EncoderLayerWeights& layer : model.encoder_layers) PackEncoderLinears(model, layer, type);
+  for (DecoderLayerWeights& layer : model.decoder_layers) {
+    PackDecoderLinears(model, layer, type, /*step=*/false, /*source=*/true);
   }
-  for (DecoderLayerWeights& layer : model.decoder_layers) pack(layer.cross_attention.kv);
+}
+
+void PackEncoderLayer(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type) {
+  if (!PackedGemmSupported()) return;
+  PackEncoderLinears(model, layer, type);
+  ReleaseLoadedCopies(model, {&layer.self_attention.qkv, &layer.self_attention.output,
+                              &layer.ffn.inner, &layer.ffn.outer});
+}
+
+void PackDecoderLayer(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type) {
+  if (!PackedGemmSupported()) return;
+  PackDecoderLinears(model, layer, type, /*step=*/true, /*source=*/true);
+  ReleaseLoadedCopies(model, {&layer.self_attention.qkv, &layer.self_attention.output,
+                              &layer.cross_attention.query, &layer.cross_attention.kv,
+                              &layer.cross_attention.output, &layer.ffn.inner, &layer.ffn.outer});
 }
 
 void CompactWeights(TransformerModel& model) {
@@ -74,49 +182,8 @@ void CompactWeights(TransformerModel& model) {
   // Every pointer into storage that something still reads. A layer whose packed copy serves
   // every row count no longer reads its weights as loaded.
   std::vector<const float*> used;
-  auto linear = [&](LinearWeights& w) {
-    if (w.packed != nullptr && w.packed_max_rows == std::numeric_limits<int>::max()) {
-      w.weight = nullptr;
-      w.bias = nullptr;
-    }
-    used.insert(used.end(), {w.weight, w.bias});
-  };
-  auto norm = [&](const LayerNormWeights& n) { used.insert(used.end(), {n.gamma, n.beta}); };
-  auto embeddings = [&](const EmbeddingWeights& e) {
-    used.insert(used.end(), {e.table, e.positions});
-    norm(e.norm);
-  };
-  auto sublayers = [&](SelfAttentionWeights& attention, FeedForwardWeights& ffn) {
-    norm(attention.norm);
-    linear(attention.qkv);
-    linear(attention.output);
-    norm(ffn.norm);
-    linear(ffn.inner);
-    linear(ffn.outer);
-  };
-  embeddings(model.encoder_embeddings);
-  for (EncoderLayerWeights& layer : model.encoder_layers)
-    sublayers(layer.self_attention, layer.ffn);
-  norm(model.encoder_final_norm);
-  embeddings(model.decoder_embeddings);
-  for (DecoderLayerWeights& layer : model.decoder_layers) {
-    sublayers(layer.self_attention, layer.ffn);
-    norm(layer.cross_attention.norm);
-    linear(layer.cross_attention.query);
-    linear(layer.cross_attention.kv);
-    linear(layer.cross_attention.output);
-  }
-  norm(model.decoder_final_norm);
-  linear(model.output_projection);
-
-  std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
-    std::less_equal<const float*> le;
-    const float* begin = buffer->data();
-    const float* end = begin + buffer->size();
-    return std::none_of(used.begin(), used.end(), [&](const float* p) {
-      return p != nullptr && le(begin, p) && !le(end, p);
-    });
-  });
+  VisitWeightPointers(model, [&](const float* p) { used.push_back(p); });
+  FreeUnused(model, used);
 }
 
 int64_t WeightBytes(const TransformerModel& model) {

@@ -138,6 +138,14 @@ void PackDecoderWeights(TransformerModel& model, ComputeType type = ComputeType:
 // or in small groups (a 32-token text is 32 rows; the daemon admits a few sentences between two
 // decoding steps), where OpenBLAS would repack the weights on each call.
 void PackEncoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
+// Packs one layer read by a loader, not yet in `model`, as PackEncoderWeights and
+// PackDecoderWeights would, and frees at once the weights as loaded that its packed copies serve
+// at every row count (those CompactWeights would free), unless something in `model` points into
+// them. Loaders call these as they read each layer, so that all of a model's linear layers are
+// never held in float32 at once (transformer-base in int8: about half the peak while loading).
+// Pack*Weights leave layers packed here as they are.
+void PackEncoderLayer(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type);
+void PackDecoderLayer(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type);
 // Frees what the model holds twice; loaders call it once the model is packed:
 // - the weights as loaded of every linear layer whose packed copy serves every row count (float32:
 //   the layers PackEncoderWeights packed; bfloat16 and int8: all of them); their `weight` and

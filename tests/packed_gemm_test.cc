@@ -6,6 +6,7 @@
 #include <limits>
 #include <random>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -453,6 +454,57 @@ TEST(PackedGemm, Bfloat16PackingLayout) {
   EXPECT_EQ(at(1, 0, 1), 0);
   EXPECT_EQ(at(1, 2, 0), 9);
   EXPECT_EQ(at(0, 3, 0), 0);
+}
+
+// Packing straight into a reduced type gives what packing in float32 then converting gives, bit
+// for bit: every panel, scale, weight sum and bias, for widths that end inside a panel, depths
+// that end inside a pair or quad, several panels, with and without a bias, non-finite weights.
+TEST(PackedGemm, PackingInATypeEqualsPackingThenConverting) {
+  std::mt19937 rng(11);
+  for (ComputeType type : {ComputeType::kBfloat16, ComputeType::kInt8}) {
+    for (const auto& [n, k] :
+         std::vector<std::pair<int, int>>{{1, 1}, {3, 5}, {32, 4}, {70, 33}, {97, 130}}) {
+      for (bool with_bias : {false, true}) {
+        SCOPED_TRACE(::testing::Message() << ComputeTypeName(type) << " n " << n << " k " << k
+                                          << (with_bias ? " bias" : ""));
+        std::vector<float> w = testing::RandomVector(static_cast<size_t>(n) * k, rng);
+        if (n * k > 40) {
+          w[7] = std::numeric_limits<float>::infinity();
+          w[k + 3] = std::numeric_limits<float>::quiet_NaN();
+          std::fill(w.begin() + 2 * k, w.begin() + 3 * k, 0.0f);  // a column of zeros
+        }
+        const std::vector<float> b = testing::RandomVector(n, rng);
+        const float* bias = with_bias ? b.data() : nullptr;
+        PackedWeights expected = PackWeights(w.data(), bias, n, k);
+        if (type == ComputeType::kBfloat16) ConvertToBfloat16(expected);
+        if (type == ComputeType::kInt8) ConvertToInt8(expected);
+        const PackedWeights actual = PackWeights(w.data(), bias, n, k, type);
+        EXPECT_EQ(actual.type, expected.type);
+        EXPECT_EQ(actual.n, n);
+        EXPECT_EQ(actual.k, k);
+        EXPECT_EQ(actual.panels, expected.panels);
+        EXPECT_TRUE(actual.data.empty());
+        auto same_bytes = [](const auto& a, const auto& b) {
+          return a.size() == b.size() &&
+                 std::memcmp(a.data(), b.data(), a.size() * sizeof(a[0])) == 0;
+        };
+        EXPECT_TRUE(same_bytes(actual.data_bf16, expected.data_bf16));
+        EXPECT_TRUE(same_bytes(actual.data_int8, expected.data_int8));
+        EXPECT_TRUE(same_bytes(actual.column_scales, expected.column_scales));
+        EXPECT_TRUE(same_bytes(actual.column_offsets, expected.column_offsets));
+        EXPECT_TRUE(same_bytes(actual.bias, expected.bias));
+        EXPECT_EQ(actual.data_bf16.empty(), type != ComputeType::kBfloat16);
+        EXPECT_EQ(actual.data_int8.empty(), type != ComputeType::kInt8);
+      }
+    }
+  }
+  // float32 is PackWeights itself.
+  const std::vector<float> w = testing::RandomVector(40 * 7, rng);
+  const PackedWeights a = PackWeights(w.data(), nullptr, 40, 7, ComputeType::kFloat32);
+  const PackedWeights b = PackWeights(w.data(), nullptr, 40, 7);
+  EXPECT_EQ(a.type, ComputeType::kFloat32);
+  ASSERT_EQ(a.data.size(), b.data.size());
+  EXPECT_EQ(std::memcmp(a.data.data(), b.data.data(), a.data.size() * sizeof(float)), 0);
 }
 
 }  // namespace

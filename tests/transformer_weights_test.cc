@@ -1,5 +1,6 @@
 #include "engine/transformer_weights.h"
 
+#include <cstring>
 #include <limits>
 #include <memory>
 #include <random>
@@ -230,6 +231,100 @@ TEST(CompactWeights, TranslatesExactlyAsBefore) {
         }
       }
     }
+  }
+}
+
+// A loader packs each layer as it reads it (before it joins the model): the layer's weights as
+// loaded that the packed copies serve at every row count are freed at once, the model then
+// compacts to exactly what packing at the end gives, and translates exactly as it does.
+TEST(PackLayer, FreesEachLayersLoadedCopiesAsItIsRead) {
+  std::mt19937 rng(9);
+  std::vector<std::vector<int32_t>> sources;
+  for (int s = 0; s < 24; ++s) {
+    std::vector<int32_t> ids(1 + rng() % 16);
+    for (int32_t& id : ids) id = 2 + static_cast<int32_t>(rng() % (kVocab - 2));
+    sources.push_back(ids);
+  }
+  DecodingOptions options;
+  options.beam_size = 2;
+  options.max_length = 10;
+  for (ComputeType type : SupportedTypes()) {
+    SCOPED_TRACE(ComputeTypeName(type));
+    std::shared_ptr<TransformerModel> at_the_end = MakeModel(/*tied=*/true, 5);
+    Pack(*at_the_end, type);
+    CompactWeights(*at_the_end);
+
+    std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 5);
+    EncoderLayerWeights encoder = model->encoder_layers[0];
+    DecoderLayerWeights decoder = model->decoder_layers[0];
+    model->encoder_layers.clear();
+    model->decoder_layers.clear();
+    const size_t buffers = model->storage.size();
+    PackEncoderLayer(*model, encoder, type);
+    // Four linears of a weight and a bias each: all served by their packed copies.
+    EXPECT_EQ(model->storage.size(), buffers - 8);
+    for (const LinearWeights* w : {&encoder.self_attention.qkv, &encoder.self_attention.output,
+                                   &encoder.ffn.inner, &encoder.ffn.outer}) {
+      EXPECT_EQ(w->weight, nullptr);
+      ASSERT_NE(w->packed, nullptr);
+      EXPECT_EQ(w->packed->type, type);
+    }
+    model->encoder_layers.push_back(encoder);
+    PackDecoderLayer(*model, decoder, type);
+    // float32: only the cross-attention key/value projection; the step's linears keep their
+    // weights for OpenBLAS past 256 rows. bfloat16 and int8: all seven.
+    EXPECT_EQ(model->storage.size(), buffers - 8 - (type == ComputeType::kFloat32 ? 2 : 14));
+    EXPECT_EQ(decoder.cross_attention.kv.weight, nullptr);
+    EXPECT_EQ(decoder.ffn.inner.weight == nullptr, type != ComputeType::kFloat32);
+    ASSERT_NE(decoder.ffn.inner.packed, nullptr);
+    model->decoder_layers.push_back(decoder);
+    const size_t packed_copies = model->packed_storage.size();
+    Pack(*model, type);  // what loaders do at the end: packs the output projection only
+    EXPECT_EQ(model->packed_storage.size(), packed_copies + 1);
+    CompactWeights(*model);
+    EXPECT_EQ(WeightBytes(*model), WeightBytes(*at_the_end));
+    EXPECT_EQ(model->storage.size(), at_the_end->storage.size());
+
+    auto expected = TranslateBatch(at_the_end, sources, options, 2);
+    auto actual = TranslateBatch(model, sources, options, 2);
+    ASSERT_TRUE(expected.ok()) << expected.status();
+    ASSERT_TRUE(actual.ok()) << actual.status();
+    ASSERT_EQ(actual->size(), expected->size());
+    for (size_t i = 0; i < actual->size(); ++i) {
+      ASSERT_EQ((*actual)[i].size(), (*expected)[i].size());
+      for (size_t h = 0; h < (*actual)[i].size(); ++h) {
+        EXPECT_EQ((*actual)[i][h].tokens, (*expected)[i][h].tokens) << i;
+        EXPECT_EQ((*actual)[i][h].score, (*expected)[i][h].score) << i;
+      }
+    }
+  }
+}
+
+// A layer's weights that something in the model still reads are not freed with the layer.
+TEST(PackLayer, KeepsWhatTheModelStillPointsInto) {
+  for (ComputeType type : SupportedTypes()) {
+    SCOPED_TRACE(ComputeTypeName(type));
+    std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/false, 6);
+    EncoderLayerWeights layer = model->encoder_layers[0];
+    model->encoder_layers.clear();
+    // The layer's FFN input weights are (as a loader could alias them) the model's position
+    // table, [kPositions x kDModel]: rows of the table.
+    layer.ffn.inner.weight = model->encoder_embeddings.positions;
+    layer.ffn.inner.out = kPositions;
+    layer.ffn.outer.in = kPositions;
+    std::vector<float> outer(static_cast<size_t>(kDModel) * kPositions, 0.5f);
+    layer.ffn.outer.weight = model->Store(AlignedVector<float>(outer.begin(), outer.end()));
+    const std::vector<float> positions(model->encoder_embeddings.positions,
+                                       model->encoder_embeddings.positions + kPositions * kDModel);
+    const size_t buffers = model->storage.size();
+    PackEncoderLayer(*model, layer, type);
+    // Freed: qkv, output and the FFN's outer weights and biases, and the inner bias (7
+    // buffers); kept: the position table the inner weights came from.
+    EXPECT_EQ(model->storage.size(), buffers - 7);
+    EXPECT_EQ(layer.ffn.inner.weight, nullptr);
+    EXPECT_EQ(std::memcmp(model->encoder_embeddings.positions, positions.data(),
+                          positions.size() * sizeof(float)),
+              0);
   }
 }
 
