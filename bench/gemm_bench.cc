@@ -231,6 +231,11 @@ std::vector<Shape> AllShapes() {
   }
   // Single-threaded, to separate the kernel from the thread split.
   for (auto [n, k] : base) shapes.push_back({128, n, k, 1});
+  // Decoder steps past 256 rows (64 sentences x beam 5, 128 x 4), single-threaded as the engine
+  // runs OpenBLAS there (each of its threads multiplies a slice of the columns).
+  for (int m : {320, 512, 1024}) {
+    for (auto [n, k] : base) shapes.push_back({m, n, k, 1});
+  }
   for (auto [n, k] : minilm) shapes.push_back({1024, n, k, 1});
   return shapes;
 }

@@ -35,12 +35,12 @@ enum Buffer : int {
 static_assert(kCrossScratch < Workspace::kFirstCallerBuffer);
 
 void Linear(const LinearWeights& w, const float* x, int rows, float* y, ThreadPool* pool) {
-  if (w.packed != nullptr && rows <= w.packed_max_rows) {
+  if (w.packed != nullptr) {
     PackedLinear(x, rows, w.in, *w.packed, y, w.out, pool);
     return;
   }
-  // Large GEMMs: each thread of the pool multiplies by a slice of the output columns, with
-  // OpenBLAS single-threaded (one set of threads for the whole engine, none spinning idle).
+  // Without the packed kernel: each thread of the pool multiplies by a slice of the output columns,
+  // with OpenBLAS single-threaded (one set of threads for the whole engine, none spinning idle).
   auto columns = [&](int begin, int end) {
     const int n = end - begin;
     Gemm(false, true, rows, n, w.in, 1.0f, x, w.in, w.weight + static_cast<int64_t>(begin) * w.in,

@@ -5,32 +5,26 @@
 #include <cstring>
 #include <functional>
 #include <initializer_list>
-#include <limits>
 
 namespace rosetta {
 
 namespace {
 
-constexpr int kEveryRowCount = std::numeric_limits<int>::max();
-
-// Packs `w` for `type` (unless packed already), and uses the packed kernel up to `max_rows` rows
-// (bfloat16, int8: always).
-void Pack(TransformerModel& model, LinearWeights& w, ComputeType type, int max_rows) {
+// Packs `w` for `type`, unless packed already.
+void Pack(TransformerModel& model, LinearWeights& w, ComputeType type) {
   if (w.packed != nullptr) return;
   auto packed = std::make_unique<PackedWeights>(PackWeights(w.weight, w.bias, w.out, w.in, type));
-  if (type != ComputeType::kFloat32) max_rows = kEveryRowCount;
   w.packed = packed.get();
-  w.packed_max_rows = max_rows;
   model.packed_storage.push_back(std::move(packed));
   model.config.compute_type = type;
 }
 
 // Calls visit(p) with every pointer into storage that the model's weights hold (null ones too).
-// Linears fully served by their packed copy first lose their weights as loaded (null from then).
+// Packed linears first lose their weights as loaded (null from then on).
 template <typename Visit>
 void VisitWeightPointers(TransformerModel& model, Visit visit) {
   auto linear = [&](LinearWeights& w) {
-    if (w.packed != nullptr && w.packed_max_rows == kEveryRowCount) {
+    if (w.packed != nullptr) {
       w.weight = nullptr;
       w.bias = nullptr;
     }
@@ -83,12 +77,12 @@ void FreeUnused(TransformerModel& model, const std::vector<const float*>& used) 
   });
 }
 
-// Frees the weights as loaded of those of `linears` that their packed copies serve at every row
-// count: each buffer that one of them starts and nothing in the model points into.
+// Frees the weights as loaded of those of `linears` that are packed: each buffer that one of them
+// starts and nothing in the model points into.
 void ReleaseLoadedCopies(TransformerModel& model, std::initializer_list<LinearWeights*> linears) {
   std::vector<const float*> candidates;
   for (LinearWeights* w : linears) {
-    if (w->packed == nullptr || w->packed_max_rows != kEveryRowCount) continue;
+    if (w->packed == nullptr) continue;
     candidates.insert(candidates.end(), {w->weight, w->bias});
     w->weight = nullptr;
     w->bias = nullptr;
@@ -109,22 +103,21 @@ void ReleaseLoadedCopies(TransformerModel& model, std::initializer_list<LinearWe
 void PackEncoderLinears(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type) {
   for (LinearWeights* w : {&layer.self_attention.qkv, &layer.self_attention.output,
                            &layer.ffn.inner, &layer.ffn.outer}) {
-    Pack(model, *w, type, kEveryRowCount);
+    Pack(model, *w, type);
   }
 }
 
-// The decoder step's linears (packed up to their packed_max_rows in float32) and the
-// cross-attention key/value projection (over source tokens: every row count).
+// The decoder step's linears and the cross-attention key/value projection (over source tokens).
 void PackDecoderLinears(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type,
                         bool step, bool source) {
   if (step) {
     for (LinearWeights* w :
          {&layer.self_attention.qkv, &layer.self_attention.output, &layer.cross_attention.query,
           &layer.cross_attention.output, &layer.ffn.inner, &layer.ffn.outer}) {
-      Pack(model, *w, type, w->packed_max_rows);
+      Pack(model, *w, type);
     }
   }
-  if (source) Pack(model, layer.cross_attention.kv, type, kEveryRowCount);
+  if (source) Pack(model, layer.cross_attention.kv, type);
 }
 
 }  // namespace
@@ -134,7 +127,7 @@ void PackDecoderWeights(TransformerModel& model, ComputeType type) {
   for (DecoderLayerWeights& layer : model.decoder_layers) {
     PackDecoderLinears(model, layer, type, /*step=*/true, /*source=*/false);
   }
-  Pack(model, model.output_projection, type, model.output_projection.packed_max_rows);
+  Pack(model, model.output_projection, type);
 }
 
 void PackEncoderWeights(TransformerModel& model, ComputeType type) {
@@ -179,8 +172,8 @@ void CompactWeights(TransformerModel& model) {
     projection.weight = target.table;
   }
 
-  // Every pointer into storage that something still reads. A layer whose packed copy serves
-  // every row count no longer reads its weights as loaded.
+  // Every pointer into storage that something still reads (packed layers no longer read their
+  // weights as loaded).
   std::vector<const float*> used;
   VisitWeightPointers(model, [&](const float* p) { used.push_back(p); });
   FreeUnused(model, used);

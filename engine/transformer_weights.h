@@ -21,14 +21,10 @@ struct LinearWeights {
   const float* bias = nullptr;  // null when the layer has no bias
   int in = 0;
   int out = 0;
-  // The same weights packed for few-row multiplication (decoder steps); null when not packed.
-  // `weight` and `bias` are null once CompactWeights freed them (`packed` then serves
-  // every row count).
+  // The same weights packed for the AVX-512 kernel, which then serves every row count (null when
+  // not packed: CPUs without AVX-512 multiply `weight` with OpenBLAS). `weight` and `bias` are null
+  // once the loader freed them (PackEncoderLayer, PackDecoderLayer, CompactWeights).
   const PackedWeights* packed = nullptr;
-  // Up to this many rows `packed` is used, OpenBLAS above: 256 for decoder steps
-  // (bench/gemm_bench); every row count for layers over source tokens (PackEncoderWeights;
-  // bench/embedding_bench: 1.15x at 1,024 rows).
-  int packed_max_rows = 256;
 };
 
 struct LayerNormWeights {
@@ -129,27 +125,25 @@ struct TransformerModel {
 };
 
 // Packs the weights of every linear layer a decoder step uses (PackedGemmSupported() CPUs only).
-// Loaders call it once the model is complete. bfloat16 and int8: the layers multiply in that type
-// at every row count (one kernel whatever the batch, so that a sentence's result does not depend
-// on what it is batched with). REQUIRES: CheckComputeType(type).ok().
+// Loaders call it once the model is complete. The packed kernel then serves every row count, in
+// `type`: one kernel whatever the batch, so that a sentence's result does not depend on what it
+// is batched with (and from 320 to 1,024 rows it is 1.03x-1.2x OpenBLAS's speed on one thread
+// here: bench/gemm_bench). REQUIRES: CheckComputeType(type).ok().
 void PackDecoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
 // The same for the layers that run over source tokens: the encoder layers and the decoder's
-// cross-attention key/value projections, packed for every row count. Sources often arrive alone
-// or in small groups (a 32-token text is 32 rows; the daemon admits a few sentences between two
-// decoding steps), where OpenBLAS would repack the weights on each call.
+// cross-attention key/value projections. Sources often arrive alone or in small groups (a
+// 32-token text is 32 rows; the daemon admits a few sentences between two decoding steps), where
+// OpenBLAS would repack the weights on each call.
 void PackEncoderWeights(TransformerModel& model, ComputeType type = ComputeType::kFloat32);
 // Packs one layer read by a loader, not yet in `model`, as PackEncoderWeights and
-// PackDecoderWeights would, and frees at once the weights as loaded that its packed copies serve
-// at every row count (those CompactWeights would free), unless something in `model` points into
-// them. Loaders call these as they read each layer, so that all of a model's linear layers are
-// never held in float32 at once (transformer-base in int8: about half the peak while loading).
-// Pack*Weights leave layers packed here as they are.
+// PackDecoderWeights would, and frees at once its weights as loaded, unless something in `model`
+// points into them. Loaders call these as they read each layer, so that all of a model's linear
+// layers are never held in float32 at once (transformer-base in int8: about half the peak while
+// loading). Pack*Weights leave layers packed here as they are.
 void PackEncoderLayer(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type);
 void PackDecoderLayer(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type);
 // Frees what the model holds twice; loaders call it once the model is packed:
-// - the weights as loaded of every linear layer whose packed copy serves every row count (float32:
-//   the layers PackEncoderWeights packed; bfloat16 and int8: all of them); their `weight` and
-//   `bias` become null;
+// - the weights as loaded of every packed linear layer; their `weight` and `bias` become null;
 // - a decoder embedding table equal to the encoder's, and an output projection equal to the
 //   decoder embeddings (tied embeddings stored under several names), which then share one table;
 // - any stored buffer nothing points into.

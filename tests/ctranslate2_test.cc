@@ -361,8 +361,9 @@ TEST(ArenReducedPrecision, Int8CloseToFloat32) {
   ExpectCloseToFloat32(ComputeType::kInt8, 250, 0.05);
 }
 
-// In bfloat16 and int8 the packed kernel serves every row count: a batch of more rows than the
-// float32 decoder hands to the packed kernel (256) gives each sentence what it gets alone.
+// On AVX-512 CPUs the packed kernel serves every row count in every compute type: a batch of
+// 320 decoder rows (past the 256 at which float32 steps once went to OpenBLAS) gives each sentence
+// exactly what it gets alone.
 void ExpectLargeBatchEqualsAlone(ComputeType type) {
   absl::StatusOr<std::unique_ptr<TranslationModel>> model =
       LoadTranslationModel(ArenModel("v2/aren-transliteration"), {.compute_type = type});
@@ -378,6 +379,11 @@ void ExpectLargeBatchEqualsAlone(ComputeType type) {
     EXPECT_EQ((*alone)[0][0].tokens, (*together)[i][0].tokens) << "source " << i;
     EXPECT_EQ((*alone)[0][0].score, (*together)[i][0].score) << "source " << i;
   }
+}
+
+TEST(ArenReducedPrecision, Float32LargeBatchEqualsAlone) {
+  if (!PackedGemmSupported()) GTEST_SKIP() << "no AVX-512: OpenBLAS multiplies large batches";
+  ExpectLargeBatchEqualsAlone(ComputeType::kFloat32);
 }
 
 TEST(ArenReducedPrecision, Bfloat16LargeBatchEqualsAlone) {

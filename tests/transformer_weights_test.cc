@@ -1,7 +1,6 @@
 #include "engine/transformer_weights.h"
 
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <random>
 #include <utility>
@@ -117,46 +116,47 @@ std::vector<ComputeType> SupportedTypes() {
   return types;
 }
 
-TEST(CompactWeights, Float32FreesTheEncoderCopiesAndSharesTiedTables) {
+TEST(CompactWeights, FreesEveryPackedCopyAndSharesTiedTables) {
   if (!PackedGemmSupported()) GTEST_SKIP() << "no AVX-512: nothing is packed";
   std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 1);
   Pack(*model, ComputeType::kFloat32);
   const int64_t before = WeightBytes(*model);
   const size_t buffers = model->storage.size();
   const float* encoder_table = model->encoder_embeddings.table;
+  int64_t freed = 0;
+  for (const LinearWeights* w : Linears(*model)) freed += Floats(*w);
   CompactWeights(*model);
 
-  // Packed for every row count (source-side layers): the copies as loaded are gone.
-  const EncoderLayerWeights& encoder = model->encoder_layers[0];
-  const DecoderLayerWeights& decoder = model->decoder_layers[0];
-  int64_t freed = 0;
-  for (const LinearWeights* w :
-       {&encoder.self_attention.qkv, &encoder.self_attention.output, &encoder.ffn.inner,
-        &encoder.ffn.outer, &decoder.cross_attention.kv}) {
+  // The packed copies serve every row count: the copies as loaded are gone.
+  for (const LinearWeights* w : Linears(*model)) {
     EXPECT_EQ(w->weight, nullptr);
     EXPECT_EQ(w->bias, nullptr);
     ASSERT_NE(w->packed, nullptr);
-    freed += Floats(*w);
   }
-  // Decoder steps of many rows still run on OpenBLAS, from the weights as loaded.
-  for (const LinearWeights* w : {&decoder.self_attention.qkv, &decoder.cross_attention.query,
-                                 &decoder.ffn.outer, &std::as_const(*model).output_projection}) {
-    EXPECT_NE(w->weight, nullptr);
-    EXPECT_NE(w->bias, nullptr);
-    EXPECT_LT(w->packed_max_rows, std::numeric_limits<int>::max());
-  }
-  // The three equal tables are one now.
+  // The decoder's equal table is the encoder's now.
   EXPECT_EQ(model->encoder_embeddings.table, encoder_table);
   EXPECT_EQ(model->decoder_embeddings.table, encoder_table);
-  EXPECT_EQ(model->output_projection.weight, encoder_table);
-  freed += 2 * kVocab * kDModel;
+  freed += kVocab * kDModel;
   EXPECT_EQ(before - WeightBytes(*model), freed * static_cast<int64_t>(sizeof(float)));
-  EXPECT_EQ(model->storage.size(), buffers - 5 * 2 - 2);
+  // 12 linears of a weight and a bias each, and the decoder's table.
+  EXPECT_EQ(model->storage.size(), buffers - 12 * 2 - 1);
 }
 
-TEST(CompactWeights, ReducedTypesKeepOnlyTablesAndNorms) {
+// Without packed copies (CPUs without AVX-512) the weights as loaded stay, and tied tables are
+// held once: the output projection multiplies the decoder's (= the encoder's) table.
+TEST(CompactWeights, UnpackedModelsShareTiedTables) {
+  std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 1);
+  const size_t buffers = model->storage.size();
+  const float* encoder_table = model->encoder_embeddings.table;
+  CompactWeights(*model);
+  EXPECT_EQ(model->decoder_embeddings.table, encoder_table);
+  EXPECT_EQ(model->output_projection.weight, encoder_table);
+  EXPECT_NE(model->encoder_layers[0].ffn.inner.weight, nullptr);
+  EXPECT_EQ(model->storage.size(), buffers - 2);
+}
+
+TEST(CompactWeights, EveryTypeKeepsOnlyTablesAndNorms) {
   for (ComputeType type : SupportedTypes()) {
-    if (type == ComputeType::kFloat32) continue;
     SCOPED_TRACE(ComputeTypeName(type));
     std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/false, 2);
     Pack(*model, type);
@@ -195,8 +195,7 @@ TEST(CompactWeights, DoesNotShareTablesThatDiffer) {
 TEST(CompactWeights, TranslatesExactlyAsBefore) {
   std::mt19937 rng(7);
   std::vector<std::vector<int32_t>> sources;
-  // 80 sentences of 4 beams: decoder steps of up to 320 rows, past the packed kernel's 256 in
-  // float32, so OpenBLAS reads the (shared) weights as loaded too.
+  // 80 sentences of 4 beams: decoder steps of up to 320 rows.
   for (int s = 0; s < 80; ++s) {
     std::vector<int32_t> ids(1 + rng() % 20);
     for (int32_t& id : ids) id = 2 + static_cast<int32_t>(rng() % (kVocab - 2));
@@ -271,11 +270,10 @@ TEST(PackLayer, FreesEachLayersLoadedCopiesAsItIsRead) {
     }
     model->encoder_layers.push_back(encoder);
     PackDecoderLayer(*model, decoder, type);
-    // float32: only the cross-attention key/value projection; the step's linears keep their
-    // weights for OpenBLAS past 256 rows. bfloat16 and int8: all seven.
-    EXPECT_EQ(model->storage.size(), buffers - 8 - (type == ComputeType::kFloat32 ? 2 : 14));
+    // Seven linears.
+    EXPECT_EQ(model->storage.size(), buffers - 8 - 14);
     EXPECT_EQ(decoder.cross_attention.kv.weight, nullptr);
-    EXPECT_EQ(decoder.ffn.inner.weight == nullptr, type != ComputeType::kFloat32);
+    EXPECT_EQ(decoder.ffn.inner.weight, nullptr);
     ASSERT_NE(decoder.ffn.inner.packed, nullptr);
     model->decoder_layers.push_back(decoder);
     const size_t packed_copies = model->packed_storage.size();
