@@ -116,6 +116,25 @@ std::vector<ComputeType> SupportedTypes() {
   return types;
 }
 
+// The two models translate `sources` to the same tokens with the same scores, bit for bit.
+void ExpectSameTranslations(const std::shared_ptr<TransformerModel>& expected_model,
+                            const std::shared_ptr<TransformerModel>& actual_model,
+                            const std::vector<std::vector<int32_t>>& sources,
+                            const DecodingOptions& options) {
+  auto expected = TranslateBatch(expected_model, sources, options, 2);
+  auto actual = TranslateBatch(actual_model, sources, options, 2);
+  ASSERT_TRUE(expected.ok()) << expected.status();
+  ASSERT_TRUE(actual.ok()) << actual.status();
+  ASSERT_EQ(actual->size(), expected->size());
+  for (size_t i = 0; i < actual->size(); ++i) {
+    ASSERT_EQ((*actual)[i].size(), (*expected)[i].size());
+    for (size_t h = 0; h < (*actual)[i].size(); ++h) {
+      EXPECT_EQ((*actual)[i][h].tokens, (*expected)[i][h].tokens) << i;
+      EXPECT_EQ((*actual)[i][h].score, (*expected)[i][h].score) << i;
+    }
+  }
+}
+
 TEST(CompactWeights, FreesEveryPackedCopyAndSharesTiedTables) {
   if (!PackedGemmSupported()) GTEST_SKIP() << "no AVX-512: nothing is packed";
   std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 1);
@@ -217,18 +236,7 @@ TEST(CompactWeights, TranslatesExactlyAsBefore) {
       if (PackedGemmSupported()) {
         EXPECT_LT(WeightBytes(*compact), WeightBytes(*whole));
       }
-      auto expected = TranslateBatch(whole, sources, options, 2);
-      auto actual = TranslateBatch(compact, sources, options, 2);
-      ASSERT_TRUE(expected.ok()) << expected.status();
-      ASSERT_TRUE(actual.ok()) << actual.status();
-      ASSERT_EQ(actual->size(), expected->size());
-      for (size_t i = 0; i < actual->size(); ++i) {
-        ASSERT_EQ((*actual)[i].size(), (*expected)[i].size());
-        for (size_t h = 0; h < (*actual)[i].size(); ++h) {
-          EXPECT_EQ((*actual)[i][h].tokens, (*expected)[i][h].tokens) << i;
-          EXPECT_EQ((*actual)[i][h].score, (*expected)[i][h].score) << i;
-        }
-      }
+      ExpectSameTranslations(whole, compact, sources, options);
     }
   }
 }
@@ -283,18 +291,7 @@ TEST(PackLayer, FreesEachLayersLoadedCopiesAsItIsRead) {
     EXPECT_EQ(WeightBytes(*model), WeightBytes(*at_the_end));
     EXPECT_EQ(model->storage.size(), at_the_end->storage.size());
 
-    auto expected = TranslateBatch(at_the_end, sources, options, 2);
-    auto actual = TranslateBatch(model, sources, options, 2);
-    ASSERT_TRUE(expected.ok()) << expected.status();
-    ASSERT_TRUE(actual.ok()) << actual.status();
-    ASSERT_EQ(actual->size(), expected->size());
-    for (size_t i = 0; i < actual->size(); ++i) {
-      ASSERT_EQ((*actual)[i].size(), (*expected)[i].size());
-      for (size_t h = 0; h < (*actual)[i].size(); ++h) {
-        EXPECT_EQ((*actual)[i][h].tokens, (*expected)[i][h].tokens) << i;
-        EXPECT_EQ((*actual)[i][h].score, (*expected)[i][h].score) << i;
-      }
-    }
+    ExpectSameTranslations(at_the_end, model, sources, options);
   }
 }
 
