@@ -166,6 +166,11 @@ void CompactWeights(TransformerModel& model) {
       same_table(source.table, target.table, source.vocab_size)) {
     target.table = source.table;
   }
+  // Position tables: the sinusoidal ones that both sides compute are equal.
+  if (source.max_positions == target.max_positions &&
+      same_table(source.positions, target.positions, source.max_positions)) {
+    target.positions = source.positions;
+  }
   LinearWeights& projection = model.output_projection;
   if (projection.out == target.vocab_size && projection.in == d &&
       same_table(projection.weight, target.table, target.vocab_size)) {

@@ -146,6 +146,7 @@ void PackDecoderLayer(TransformerModel& model, DecoderLayerWeights& layer, Compu
 // - the weights as loaded of every packed linear layer; their `weight` and `bias` become null;
 // - a decoder embedding table equal to the encoder's, and an output projection equal to the
 //   decoder embeddings (tied embeddings stored under several names), which then share one table;
+//   likewise a decoder position table equal to the encoder's (sinusoidal positions);
 // - any stored buffer nothing points into.
 void CompactWeights(TransformerModel& model);
 // Bytes of weights the model holds: as loaded (storage) plus packed copies (packed_storage).

@@ -23,7 +23,8 @@ constexpr int kPositions = 24;
 
 // A small random encoder-decoder, every tensor in a buffer of its own as loaders store them. With
 // `tied`, the decoder embeddings and the output projection are copies of the encoder embeddings
-// (tied embeddings saved under several names); otherwise all three differ.
+// (tied embeddings saved under several names) and the decoder positions of the encoder's;
+// otherwise all differ.
 std::shared_ptr<TransformerModel> MakeModel(bool tied, unsigned seed) {
   std::mt19937 rng(seed);
   auto model = std::make_shared<TransformerModel>();
@@ -53,14 +54,16 @@ std::shared_ptr<TransformerModel> MakeModel(bool tied, unsigned seed) {
                             store(kDModel, 0.1f)};
   };
   const size_t table = static_cast<size_t>(kVocab) * kDModel;
-  auto copy = [&](const float* from) {
-    return model->Store(AlignedVector<float>(from, from + table));
+  const size_t positions = static_cast<size_t>(kPositions) * kDModel;
+  auto copy = [&](const float* from, size_t n) {
+    return model->Store(AlignedVector<float>(from, from + n));
   };
-  auto embeddings = [&](const float* same_as) {
+  // With `same_as`, copies of its table and positions (as sinusoidal positions are on both sides).
+  auto embeddings = [&](const EmbeddingWeights* same_as) {
     EmbeddingWeights e;
     e.vocab_size = kVocab;
-    e.table = same_as != nullptr ? copy(same_as) : store(table, 1.0f);
-    e.positions = store(static_cast<size_t>(kPositions) * kDModel, 0.5f);
+    e.table = same_as != nullptr ? copy(same_as->table, table) : store(table, 1.0f);
+    e.positions = same_as != nullptr ? copy(same_as->positions, positions) : store(positions, 0.5f);
     e.max_positions = kPositions;
     return e;
   };
@@ -70,7 +73,7 @@ std::shared_ptr<TransformerModel> MakeModel(bool tied, unsigned seed) {
   encoder.ffn = {norm(), linear(kFfn, kDModel), linear(kDModel, kFfn)};
   model->encoder_layers.push_back(encoder);
   const float* shared = tied ? model->encoder_embeddings.table : nullptr;
-  model->decoder_embeddings = embeddings(shared);
+  model->decoder_embeddings = embeddings(tied ? &model->encoder_embeddings : nullptr);
   DecoderLayerWeights decoder;
   decoder.self_attention = {norm(), linear(3 * kDModel, kDModel), linear(kDModel, kDModel)};
   decoder.cross_attention = {norm(), linear(kDModel, kDModel), linear(2 * kDModel, kDModel),
@@ -78,7 +81,7 @@ std::shared_ptr<TransformerModel> MakeModel(bool tied, unsigned seed) {
   decoder.ffn = {norm(), linear(kFfn, kDModel), linear(kDModel, kFfn)};
   model->decoder_layers.push_back(decoder);
   if (tied) {
-    model->output_projection = {copy(shared), store(kVocab, 0.1f), kDModel, kVocab};
+    model->output_projection = {copy(shared, table), store(kVocab, 0.1f), kDModel, kVocab};
   } else {
     model->output_projection = linear(kVocab, kDModel);
   }
@@ -152,13 +155,14 @@ TEST(CompactWeights, FreesEveryPackedCopyAndSharesTiedTables) {
     EXPECT_EQ(w->bias, nullptr);
     ASSERT_NE(w->packed, nullptr);
   }
-  // The decoder's equal table is the encoder's now.
+  // The decoder's equal tables are the encoder's now.
   EXPECT_EQ(model->encoder_embeddings.table, encoder_table);
   EXPECT_EQ(model->decoder_embeddings.table, encoder_table);
-  freed += kVocab * kDModel;
+  EXPECT_EQ(model->decoder_embeddings.positions, model->encoder_embeddings.positions);
+  freed += kVocab * kDModel + kPositions * kDModel;
   EXPECT_EQ(before - WeightBytes(*model), freed * static_cast<int64_t>(sizeof(float)));
-  // 12 linears of a weight and a bias each, and the decoder's table.
-  EXPECT_EQ(model->storage.size(), buffers - 12 * 2 - 1);
+  // 12 linears of a weight and a bias each, and the decoder's two tables.
+  EXPECT_EQ(model->storage.size(), buffers - 12 * 2 - 2);
 }
 
 // Without packed copies (CPUs without AVX-512) the weights as loaded stay, and tied tables are
@@ -170,8 +174,9 @@ TEST(CompactWeights, UnpackedModelsShareTiedTables) {
   CompactWeights(*model);
   EXPECT_EQ(model->decoder_embeddings.table, encoder_table);
   EXPECT_EQ(model->output_projection.weight, encoder_table);
+  EXPECT_EQ(model->decoder_embeddings.positions, model->encoder_embeddings.positions);
   EXPECT_NE(model->encoder_layers[0].ffn.inner.weight, nullptr);
-  EXPECT_EQ(model->storage.size(), buffers - 2);
+  EXPECT_EQ(model->storage.size(), buffers - 3);
 }
 
 TEST(CompactWeights, EveryTypeKeepsOnlyTablesAndNorms) {
@@ -202,11 +207,14 @@ TEST(CompactWeights, DoesNotShareTablesThatDiffer) {
   std::shared_ptr<TransformerModel> model = MakeModel(/*tied=*/true, 3);
   // One value of the decoder's copy differs: not the same table.
   const_cast<float*>(model->decoder_embeddings.table)[kVocab * kDModel - 1] += 1.0f;
+  const_cast<float*>(model->decoder_embeddings.positions)[0] += 1.0f;
   const float* decoder_table = model->decoder_embeddings.table;
+  const float* decoder_positions = model->decoder_embeddings.positions;
   const float* projection = model->output_projection.weight;
   CompactWeights(*model);
   EXPECT_EQ(model->decoder_embeddings.table, decoder_table);
   EXPECT_NE(model->decoder_embeddings.table, model->encoder_embeddings.table);
+  EXPECT_EQ(model->decoder_embeddings.positions, decoder_positions);
   // The projection equals the encoder's table, not the decoder's: it keeps its own.
   EXPECT_EQ(model->output_projection.weight, projection);
 }
