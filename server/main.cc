@@ -18,6 +18,7 @@
 #include "hub/hub_model.h"
 #include "server/cpu_count.h"
 #include "server/daemon_options.h"
+#include "server/library_log.h"
 #include "server/log.h"
 #include "server/server.h"
 
@@ -46,6 +47,7 @@ int Run(int argc, char** argv) {
   if (options->threads == 0) options->threads = rosetta::server::AvailableCpus();
   options->hub = rosetta::hub::HubOptionsFromEnvironment();
   options->hub.log = [](const std::string& line) { rosetta::server::Log(line); };
+  rosetta::server::RouteProtobufLogs();
   // The engine splits GEMMs over its own threads.
   rosetta::SetBlasThreads(1);
   rosetta::server::Log("starting: ", options->threads, " engine threads per model, BLAS kernels ",

@@ -149,6 +149,29 @@ def main():
                       f"a malformed {name} message gets INVALID_ARGUMENT naming the problem",
                       f"{error.code()} {error.details()}")
 
+        # Invalid UTF-8 in a string field: protobuf's parser logs an error for each; the daemon's
+        # log takes at most 20 at once, then one per 3 s saying how many it dropped.
+        invalid_utf8 = b"\x12\x03\xff\xfe\xfd"  # texts = [b"\xff\xfe\xfd"]
+        refused = 0
+        for _ in range(100):
+            try:
+                raw(invalid_utf8, timeout=10)
+            except grpc.RpcError as error:
+                refused += error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        check(refused == 100, "100 requests with invalid UTF-8 get INVALID_ARGUMENT", refused)
+        time.sleep(3.2)
+        try:
+            raw(invalid_utf8, timeout=10)
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+        utf8_lines = [line for line in daemon.log if "invalid UTF-8" in line]
+        check(20 <= len(utf8_lines) <= 22 and
+              all(line.split(" ", 1)[1].startswith("rosettad: protobuf ERROR ") for line in utf8_lines) and
+              "protobuf messages dropped before this one)" in utf8_lines[-1],
+              "protobuf's complaints reach the log rate-limited (20, then one saying how many were "
+              "dropped)", "".join(utf8_lines[-3:]) + f" ({len(utf8_lines)} lines)")
+
         stub = rpc.RosettaStub(channel)
         # 24 requests of 8 sentences x beam 4, forced to 250 tokens: more beams than the batch
         # holds, so some run and some wait when SIGTERM arrives.
