@@ -1,10 +1,11 @@
 #include "engine/transformer_weights.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <initializer_list>
+#include <span>
 
 namespace rosetta {
 
@@ -65,21 +66,25 @@ void VisitWeightPointers(TransformerModel& model, Visit visit) {
   linear(model.output_projection);
 }
 
+// Whether any of `used` points into `buffer`.
+bool PointedInto(const AlignedVector<float>& buffer, const std::vector<const float*>& used) {
+  std::less_equal<const float*> le;
+  const float* begin = buffer.data();
+  const float* end = begin + buffer.size();
+  return std::any_of(used.begin(), used.end(),
+                     [&](const float* p) { return p != nullptr && le(begin, p) && !le(end, p); });
+}
+
 // Frees the stored buffers that none of `used` points into.
 void FreeUnused(TransformerModel& model, const std::vector<const float*>& used) {
   std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
-    std::less_equal<const float*> le;
-    const float* begin = buffer->data();
-    const float* end = begin + buffer->size();
-    return std::none_of(used.begin(), used.end(), [&](const float* p) {
-      return p != nullptr && le(begin, p) && !le(end, p);
-    });
+    return !PointedInto(*buffer, used);
   });
 }
 
 // Frees the weights as loaded of those of `linears` that are packed: each buffer that one of them
 // starts and nothing in the model points into.
-void ReleaseLoadedCopies(TransformerModel& model, std::initializer_list<LinearWeights*> linears) {
+void ReleaseLoadedCopies(TransformerModel& model, std::span<LinearWeights* const> linears) {
   std::vector<const float*> candidates;
   for (LinearWeights* w : linears) {
     if (w->packed == nullptr) continue;
@@ -90,67 +95,52 @@ void ReleaseLoadedCopies(TransformerModel& model, std::initializer_list<LinearWe
   std::vector<const float*> used;
   VisitWeightPointers(model, [&](const float* p) { used.push_back(p); });
   std::erase_if(model.storage, [&](const std::unique_ptr<AlignedVector<float>>& buffer) {
-    const float* begin = buffer->data();
-    const float* end = begin + buffer->size();
-    std::less_equal<const float*> le;
-    return std::find(candidates.begin(), candidates.end(), begin) != candidates.end() &&
-           std::none_of(used.begin(), used.end(), [&](const float* p) {
-             return p != nullptr && le(begin, p) && !le(end, p);
-           });
+    return std::find(candidates.begin(), candidates.end(), buffer->data()) != candidates.end() &&
+           !PointedInto(*buffer, used);
   });
 }
 
-void PackEncoderLinears(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type) {
-  for (LinearWeights* w : {&layer.self_attention.qkv, &layer.self_attention.output,
-                           &layer.ffn.inner, &layer.ffn.outer}) {
-    Pack(model, *w, type);
-  }
+std::array<LinearWeights*, 4> LinearsOf(EncoderLayerWeights& layer) {
+  return {&layer.self_attention.qkv, &layer.self_attention.output, &layer.ffn.inner,
+          &layer.ffn.outer};
 }
 
-// The decoder step's linears and the cross-attention key/value projection (over source tokens).
-void PackDecoderLinears(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type,
-                        bool step, bool source) {
-  if (step) {
-    for (LinearWeights* w :
-         {&layer.self_attention.qkv, &layer.self_attention.output, &layer.cross_attention.query,
-          &layer.cross_attention.output, &layer.ffn.inner, &layer.ffn.outer}) {
-      Pack(model, *w, type);
-    }
-  }
-  if (source) Pack(model, layer.cross_attention.kv, type);
+std::array<LinearWeights*, 7> LinearsOf(DecoderLayerWeights& layer) {
+  return {&layer.self_attention.qkv, &layer.self_attention.output,  &layer.cross_attention.query,
+          &layer.cross_attention.kv, &layer.cross_attention.output, &layer.ffn.inner,
+          &layer.ffn.outer};
+}
+
+void PackAll(TransformerModel& model, std::span<LinearWeights* const> linears, ComputeType type) {
+  for (LinearWeights* w : linears) Pack(model, *w, type);
 }
 
 }  // namespace
 
 void PackDecoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  for (DecoderLayerWeights& layer : model.decoder_layers) {
-    PackDecoderLinears(model, layer, type, /*step=*/true, /*source=*/false);
-  }
+  for (DecoderLayerWeights& layer : model.decoder_layers) PackAll(model, LinearsOf(layer), type);
   Pack(model, model.output_projection, type);
 }
 
 void PackEncoderWeights(TransformerModel& model, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  for (EncoderLayerWeights& layer : model.encoder_layers) PackEncoderLinears(model, layer, type);
+  for (EncoderLayerWeights& layer : model.encoder_layers) PackAll(model, LinearsOf(layer), type);
   for (DecoderLayerWeights& layer : model.decoder_layers) {
-    PackDecoderLinears(model, layer, type, /*step=*/false, /*source=*/true);
+    Pack(model, layer.cross_attention.kv, type);
   }
 }
 
 void PackEncoderLayer(TransformerModel& model, EncoderLayerWeights& layer, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  PackEncoderLinears(model, layer, type);
-  ReleaseLoadedCopies(model, {&layer.self_attention.qkv, &layer.self_attention.output,
-                              &layer.ffn.inner, &layer.ffn.outer});
+  PackAll(model, LinearsOf(layer), type);
+  ReleaseLoadedCopies(model, LinearsOf(layer));
 }
 
 void PackDecoderLayer(TransformerModel& model, DecoderLayerWeights& layer, ComputeType type) {
   if (!PackedGemmSupported()) return;
-  PackDecoderLinears(model, layer, type, /*step=*/true, /*source=*/true);
-  ReleaseLoadedCopies(model, {&layer.self_attention.qkv, &layer.self_attention.output,
-                              &layer.cross_attention.query, &layer.cross_attention.kv,
-                              &layer.cross_attention.output, &layer.ffn.inner, &layer.ffn.outer});
+  PackAll(model, LinearsOf(layer), type);
+  ReleaseLoadedCopies(model, LinearsOf(layer));
 }
 
 void CompactWeights(TransformerModel& model) {
