@@ -44,6 +44,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "client/channel_credentials.h"
 #include "nlohmann/json.hpp"
 #include "proto/status_names.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
@@ -71,6 +72,11 @@ ABSL_FLAG(int, clients_per_channel, 8, "Clients sharing one channel (connection)
 ABSL_FLAG(bool, model_stats, true,
           "Read the model's ModelStats (GetModel) before and after and report the differences.");
 ABSL_FLAG(bool, json, false, "Print one JSON object instead of text.");
+ABSL_FLAG(bool, tls, false, "Connect with TLS (implied by the other --tls_ flags).");
+ABSL_FLAG(std::string, tls_ca_file, "", "PEM CA certificates the server's must chain to.");
+ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate (mutual TLS).");
+ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
+ABSL_FLAG(std::string, tls_server_name, "", "Name the server's certificate must carry.");
 
 namespace rosetta::loadgen {
 namespace {
@@ -327,7 +333,13 @@ class LoadGenerator {
   const LoadOptions options_;
 };
 
-std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& address, int count) {
+absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> OpenChannels(const std::string& address,
+                                                                         int count) {
+  const client::ChannelSecurity security = {.tls = absl::GetFlag(FLAGS_tls),
+                                            .ca_file = absl::GetFlag(FLAGS_tls_ca_file),
+                                            .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                            .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                            .server_name = absl::GetFlag(FLAGS_tls_server_name)};
   std::vector<std::shared_ptr<grpc::Channel>> channels;
   for (int i = 0; i < count; ++i) {
     grpc::ChannelArguments args;
@@ -335,8 +347,10 @@ std::vector<std::shared_ptr<grpc::Channel>> OpenChannels(const std::string& addr
     args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
     args.SetInt("rosetta.loadgen.channel", i);
     args.SetMaxReceiveMessageSize(-1);
-    channels.push_back(
-        grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));
+    absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+        client::ChannelCredentials(security, &args);
+    if (!credentials.ok()) return credentials.status();
+    channels.push_back(grpc::CreateCustomChannel(address, *credentials, args));
   }
   return channels;
 }
@@ -457,7 +471,13 @@ int Run() {
   const std::string address = absl::GetFlag(FLAGS_address);
   const int channel_count =
       (options.concurrency + options.clients_per_channel - 1) / options.clients_per_channel;
-  std::vector<std::shared_ptr<grpc::Channel>> channels = OpenChannels(address, channel_count);
+  absl::StatusOr<std::vector<std::shared_ptr<grpc::Channel>>> opened =
+      OpenChannels(address, channel_count);
+  if (!opened.ok()) {
+    std::cerr << "rosetta-loadgen: " << opened.status().message() << "\n";
+    return 2;
+  }
+  std::vector<std::shared_ptr<grpc::Channel>> channels = std::move(*opened);
   for (const auto& channel : channels) {
     if (!channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10))) {
       std::cerr << "rosetta-loadgen: cannot connect to " << address << "\n";

@@ -11,7 +11,8 @@
 // "rosetta: CODE_NAME: message" and exits with status 1; usage errors exit with status 2.
 // `health` prints the serving status of grpc.health.v1.Health and exits with status 0 only when it
 // is SERVING (a container health check). The environment variable ROSETTA_ADDRESS, when set,
-// replaces the default of --address.
+// replaces the default of --address. Every command connects in plaintext unless a --tls flag
+// (or a ROSETTA_TLS_ variable) asks for TLS.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
@@ -30,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
+#include "client/channel_credentials.h"
 #include "client/command_line.h"
 #include "client/input_batches.h"
 #include "client/output_format.h"
@@ -63,6 +65,19 @@ ABSL_FLAG(bool, stream, false,
           "input with greedy search, show the tokens on stderr as they are decoded.");
 ABSL_FLAG(bool, normalize, false, "Scale each embedding to unit L2 norm.");
 ABSL_FLAG(bool, truncate, false, "Cut inputs longer than the model's maximum instead of failing.");
+ABSL_FLAG(bool, tls, false,
+          "Connect with TLS, trusting the system's CAs (implied by the other --tls_ flags).");
+ABSL_FLAG(std::string, tls_ca_file, "",
+          "PEM CA certificates that the server's certificate must chain to (TLS). Default: "
+          "$ROSETTA_TLS_CA_FILE.");
+ABSL_FLAG(std::string, tls_cert_file, "",
+          "PEM client certificate, for a server that requires one (mutual TLS). Default: "
+          "$ROSETTA_TLS_CERT_FILE.");
+ABSL_FLAG(std::string, tls_key_file, "",
+          "PEM private key of --tls_cert_file. Default: $ROSETTA_TLS_KEY_FILE.");
+ABSL_FLAG(std::string, tls_server_name, "",
+          "The name the server's certificate must carry, when not the host of --address. "
+          "Default: $ROSETTA_TLS_SERVER_NAME.");
 ABSL_FLAG(std::string, service, "",
           "The service whose health to check: rosetta.v1.Rosetta, or empty for the server as a "
           "whole.");
@@ -76,6 +91,11 @@ constexpr int kExitRpcError = 1;
 constexpr int kExitUsage = 2;
 
 constexpr absl::string_view kConnectionFlags[] = {"address", "deadline"};
+// Every command accepts these besides its own. The files and the name take their defaults from
+// environment variables (ROSETTA_TLS_CA_FILE...), as --address does from ROSETTA_ADDRESS, so that a
+// container's health check can reach a server that uses TLS.
+constexpr absl::string_view kTlsFlags[] = {"tls", "tls_ca_file", "tls_cert_file", "tls_key_file",
+                                           "tls_server_name"};
 constexpr absl::string_view kTranslateFlags[] = {
     "address",        "deadline",       "model",      "batch_size", "tokens", "json",  "beam_size",
     "num_hypotheses", "length_penalty", "max_length", "min_length", "scores", "stream"};
@@ -128,16 +148,21 @@ int BadResponse(absl::string_view message) {
   return kExitRpcError;
 }
 
-std::shared_ptr<grpc::Channel> Channel() {
+absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel() {
   grpc::ChannelArguments arguments;
   // The server bounds what it sends (ModelLimits); large batches of embeddings exceed gRPC's
   // default limit of 4 MiB.
   arguments.SetMaxReceiveMessageSize(-1);
-  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), grpc::InsecureChannelCredentials(),
-                                   arguments);
+  const ChannelSecurity security = {.tls = absl::GetFlag(FLAGS_tls),
+                                    .ca_file = absl::GetFlag(FLAGS_tls_ca_file),
+                                    .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+                                    .key_file = absl::GetFlag(FLAGS_tls_key_file),
+                                    .server_name = absl::GetFlag(FLAGS_tls_server_name)};
+  absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+      ChannelCredentials(security, &arguments);
+  if (!credentials.ok()) return credentials.status();
+  return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), *credentials, arguments);
 }
-
-std::unique_ptr<Rosetta::Stub> Connect() { return Rosetta::NewStub(Channel()); }
 
 void SetDeadline(grpc::ClientContext* context) {
   const double seconds = absl::GetFlag(FLAGS_deadline);
@@ -202,12 +227,16 @@ std::string Help(absl::string_view command, absl::string_view arguments,
                       FlagsHelp(flags));
 }
 
-// Sets the flags of a command and fills `positional` with its other arguments. Returns the exit
-// status when the command is over: help printed (0) or a usage error (2).
+// Sets the flags of a command (its own and the TLS flags), fills `positional` with its other
+// arguments and opens `channel` to the server. Returns the exit status when the command is over:
+// help printed (0) or a usage error (2).
 std::optional<int> ParseCommand(absl::string_view command, absl::string_view arguments_help,
-                                absl::Span<const absl::string_view> flags,
+                                absl::Span<const absl::string_view> own_flags,
                                 const std::vector<std::string>& args,
-                                std::vector<std::string>* positional) {
+                                std::vector<std::string>* positional,
+                                std::shared_ptr<grpc::Channel>* channel) {
+  std::vector<absl::string_view> flags(own_flags.begin(), own_flags.end());
+  flags.insert(flags.end(), std::begin(kTlsFlags), std::end(kTlsFlags));
   // The defaults shown are the values before parsing.
   const std::string help = Help(command, arguments_help, flags);
   absl::StatusOr<ParsedArguments> parsed = ParseArguments(args, flags);
@@ -218,6 +247,9 @@ std::optional<int> ParseCommand(absl::string_view command, absl::string_view arg
   }
   if (absl::GetFlag(FLAGS_deadline) < 0) return UsageError("--deadline must be >= 0", command);
   if (absl::GetFlag(FLAGS_batch_size) < 1) return UsageError("--batch_size must be >= 1", command);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> opened = OpenChannel();
+  if (!opened.ok()) return UsageError(opened.status().message(), command);
+  *channel = std::move(*opened);
   *positional = std::move(parsed->positional);
   return std::nullopt;
 }
@@ -308,12 +340,13 @@ int TranslateBatchStreaming(Rosetta::Stub& stub, const rosetta::v1::TranslateReq
 
 int Translate(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
+  std::shared_ptr<grpc::Channel> channel;
   if (auto exit_status =
-          ParseCommand("translate", "[TEXT...]", kTranslateFlags, args, &positional)) {
+          ParseCommand("translate", "[TEXT...]", kTranslateFlags, args, &positional, &channel)) {
     return *exit_status;
   }
 
-  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   rosetta::v1::TranslateRequest base;
   base.set_model(absl::GetFlag(FLAGS_model));
   *base.mutable_options() = TranslateOptionsFromFlags();
@@ -338,11 +371,13 @@ int Translate(const std::vector<std::string>& args) {
 
 int Encode(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
-  if (auto exit_status = ParseCommand("encode", "[TEXT...]", kEncodeFlags, args, &positional)) {
+  std::shared_ptr<grpc::Channel> channel;
+  if (auto exit_status =
+          ParseCommand("encode", "[TEXT...]", kEncodeFlags, args, &positional, &channel)) {
     return *exit_status;
   }
 
-  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   const bool json = absl::GetFlag(FLAGS_json);
   InputBatches batches(std::move(positional), &std::cin, absl::GetFlag(FLAGS_batch_size));
   std::vector<std::string> batch;
@@ -390,13 +425,14 @@ int PrintJson(const google::protobuf::Message& message, bool pretty) {
 
 int Models(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
-  if (auto exit_status = ParseCommand("models", "", kModelsFlags, args, &positional)) {
+  std::shared_ptr<grpc::Channel> channel;
+  if (auto exit_status = ParseCommand("models", "", kModelsFlags, args, &positional, &channel)) {
     return *exit_status;
   }
   if (!positional.empty()) {
     return UsageError("'models' takes no arguments (did you mean 'model NAME'?)", "models");
   }
-  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(&context);
   rosetta::v1::ListModelsResponse response;
@@ -417,12 +453,14 @@ int Models(const std::vector<std::string>& args) {
 
 int Model(const std::vector<std::string>& args) {
   std::vector<std::string> positional;
-  if (auto exit_status = ParseCommand("model", "[NAME]", kConnectionFlags, args, &positional)) {
+  std::shared_ptr<grpc::Channel> channel;
+  if (auto exit_status =
+          ParseCommand("model", "[NAME]", kConnectionFlags, args, &positional, &channel)) {
     return *exit_status;
   }
   if (positional.size() > 1) return UsageError("'model' takes at most one NAME", "model");
 
-  std::unique_ptr<Rosetta::Stub> stub = Connect();
+  std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(&context);
   rosetta::v1::GetModelRequest request;
@@ -437,13 +475,13 @@ int Model(const std::vector<std::string>& args) {
 int Health(const std::vector<std::string>& args) {
   absl::SetFlag(&FLAGS_deadline, kHealthDefaultDeadline);
   std::vector<std::string> positional;
-  if (auto exit_status = ParseCommand("health", "", kHealthFlags, args, &positional)) {
+  std::shared_ptr<grpc::Channel> channel;
+  if (auto exit_status = ParseCommand("health", "", kHealthFlags, args, &positional, &channel)) {
     return *exit_status;
   }
   if (!positional.empty()) return UsageError("'health' takes no arguments", "health");
   using grpc::health::v1::HealthCheckResponse;
-  std::unique_ptr<grpc::health::v1::Health::Stub> stub =
-      grpc::health::v1::Health::NewStub(Channel());
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   SetDeadline(&context);
   grpc::health::v1::HealthCheckRequest request;
@@ -458,6 +496,14 @@ int Health(const std::vector<std::string>& args) {
 int Run(int argc, char** argv) {
   if (const char* address = std::getenv("ROSETTA_ADDRESS"); address != nullptr && *address) {
     absl::SetFlag(&FLAGS_address, address);
+  }
+  for (auto [variable, flag] : {std::pair{"ROSETTA_TLS_CA_FILE", &FLAGS_tls_ca_file},
+                                {"ROSETTA_TLS_CERT_FILE", &FLAGS_tls_cert_file},
+                                {"ROSETTA_TLS_KEY_FILE", &FLAGS_tls_key_file},
+                                {"ROSETTA_TLS_SERVER_NAME", &FLAGS_tls_server_name}}) {
+    if (const char* value = std::getenv(variable); value != nullptr && *value) {
+      absl::SetFlag(flag, value);
+    }
   }
   if (argc < 2) return UsageError("no command given");
   const std::string command = argv[1];

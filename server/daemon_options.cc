@@ -44,6 +44,15 @@ Flag IntFlag(const char* name, const char* help, int minimum,
               }};
 }
 
+// A string flag, taken as it is.
+Flag StringFlag(const char* name, const char* help,
+                std::function<std::string&(DaemonOptions&)> field) {
+  return Flag{name, help, [=](absl::string_view value, DaemonOptions& o) -> absl::Status {
+                field(o) = std::string(value);
+                return absl::OkStatus();
+              }};
+}
+
 Flag SecondsFlag(const char* name, const char* help, double scale,
                  std::function<absl::Duration&(DaemonOptions&)> field) {
   return Flag{name, help, [=](absl::string_view value, DaemonOptions& o) -> absl::Status {
@@ -77,6 +86,27 @@ const std::vector<Flag>& Flags() {
          o.metrics_listen = std::string(v);
          return absl::OkStatus();
        }},
+      StringFlag("tls_cert_file",
+                 "PEM certificate chain (the server's certificate first): serve gRPC over TLS "
+                 "instead of plaintext. Needs --tls_key_file. The files are re-read every "
+                 "--tls_reload_seconds, so a rotated certificate takes effect without a restart.",
+                 [](DaemonOptions& o) -> std::string& { return o.tls.cert_file; }),
+      StringFlag("tls_key_file",
+                 "PEM private key of --tls_cert_file's first certificate (not encrypted).",
+                 [](DaemonOptions& o) -> std::string& { return o.tls.key_file; }),
+      StringFlag("tls_client_ca_file",
+                 "PEM CA certificates: clients must present a certificate signed by one of them "
+                 "(mutual TLS). Needs --tls_cert_file.",
+                 [](DaemonOptions& o) -> std::string& { return o.tls.client_ca_file; }),
+      {"tls_reload_seconds", "How often the TLS files are re-read, in seconds (>= 1). Default 60.",
+       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
+         int seconds = 0;
+         if (!absl::SimpleAtoi(v, &seconds) || seconds < 1) {
+           return BadValue("tls_reload_seconds", v, "an integer >= 1");
+         }
+         o.tls.reload_interval = absl::Seconds(seconds);
+         return absl::OkStatus();
+       }},
       {"model",
        "A model to serve, NAME=PATH: a CTranslate2 or Hugging Face Marian directory, or a Hub "
        "id org/name[@revision] fetched into the Hugging Face cache (HF_HOME, HF_HUB_CACHE, "
@@ -98,11 +128,8 @@ const std::vector<Flag>& Flags() {
          o.models.push_back(std::move(spec));
          return absl::OkStatus();
        }},
-      {"models_dir", "Serve every model directory inside this directory, named after it.",
-       [](absl::string_view v, DaemonOptions& o) -> absl::Status {
-         o.models_dir = std::string(v);
-         return absl::OkStatus();
-       }},
+      StringFlag("models_dir", "Serve every model directory inside this directory, named after it.",
+                 [](DaemonOptions& o) -> std::string& { return o.models_dir; }),
       IntFlag("threads",
               "Engine threads per model; 0: the CPUs this process may use (cgroup "
               "limits included). Default 0.",
@@ -293,6 +320,7 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
         "--max_texts_per_request (", options.limits.max_texts_per_request,
         ") must not exceed --max_queued_texts (", options.batching.max_queued_texts, ")"));
   }
+  if (absl::Status s = CheckTlsFlags(options.tls); !s.ok()) return s;
   if (options.limits.max_beam_size > 16) {
     return absl::InvalidArgumentError("--max_beam_size: the engine supports at most 16");
   }

@@ -11,6 +11,7 @@
 #include "absl/time/time.h"
 #include "hub/hub_model.h"
 #include "server/model_worker.h"
+#include "server/tls.h"
 
 namespace rosetta::server {
 
@@ -30,6 +31,7 @@ struct ModelSpec {
 struct DaemonOptions {
   std::string listen = "0.0.0.0:50051";         // host:port; port 0 picks a free port
   std::string metrics_listen = "0.0.0.0:9400";  // Prometheus /metrics; empty: none
+  TlsOptions tls;                               // TLS on `listen`; plaintext when no certificate
   // The first is the default model. A path that is not a directory but a Hub id
   // ("org/name[@revision]") is fetched into the Hugging Face cache.
   std::vector<ModelSpec> models;

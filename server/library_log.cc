@@ -6,6 +6,7 @@
 
 #include "absl/time/clock.h"
 #include "google/protobuf/stubs/logging.h"
+#include "grpc/support/log.h"
 #include "server/log.h"
 
 namespace rosetta::server {
@@ -58,8 +59,21 @@ void ProtobufLog(google::protobuf::LogLevel level, const char* filename, int lin
                      : "");
 }
 
+void GrpcLog(gpr_log_func_args* args) {
+  static LogRateLimiter limiter(20, absl::Seconds(3));
+  int64_t suppressed = 0;
+  if (!limiter.Admit(absl::Now(), &suppressed)) return;
+  const char* slash = std::strrchr(args->file, '/');
+  Log("grpc ", gpr_log_severity_string(args->severity), " ",
+      slash != nullptr ? slash + 1 : args->file, ":", args->line, ": ", args->message,
+      suppressed > 0 ? absl::StrCat(" (", suppressed, " grpc messages dropped before this one)")
+                     : "");
+}
+
 }  // namespace
 
 void RouteProtobufLogs() { google::protobuf::SetLogHandler(&ProtobufLog); }
+
+void RouteGrpcLogs() { gpr_set_log_function(&GrpcLog); }
 
 }  // namespace rosetta::server

@@ -1,6 +1,7 @@
 // Messages the libraries write on their own, routed into the daemon's log with a rate limit.
 // protobuf's parser logs an ERROR for every string field with invalid UTF-8 that a client sends
-// (the call itself fails with a status); unlimited, any client could flood the log with them.
+// (the call itself fails with a status), and gRPC one for every failed TLS handshake (a plaintext
+// client, a port scanner); unlimited, any client could flood the log with them.
 #ifndef ROSETTA_SERVER_LIBRARY_LOG_H_
 #define ROSETTA_SERVER_LIBRARY_LOG_H_
 
@@ -34,6 +35,11 @@ class LogRateLimiter {
 // 20 at once and then one per 3 seconds, each admitted line saying how many were dropped before
 // it. FATAL messages always pass. Call once, early in main(), before any thread parses messages.
 void RouteProtobufLogs();
+
+// Sends gRPC's log messages (by default only its errors: GRPC_VERBOSITY) to Log() ("grpc E
+// ssl_transport_security.cc:1501: Handshake failed ..."), with the same limits as protobuf's,
+// counted separately. Call once, early in main(), before gRPC starts.
+void RouteGrpcLogs();
 
 }  // namespace rosetta::server
 

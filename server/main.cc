@@ -48,6 +48,7 @@ int Run(int argc, char** argv) {
   options->hub = rosetta::hub::HubOptionsFromEnvironment();
   options->hub.log = [](const std::string& line) { rosetta::server::Log(line); };
   rosetta::server::RouteProtobufLogs();
+  rosetta::server::RouteGrpcLogs();
   // The engine splits GEMMs over its own threads.
   rosetta::SetBlasThreads(1);
   rosetta::server::Log("starting: ", options->threads, " engine threads per model, BLAS kernels ",

@@ -7,6 +7,7 @@
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "server/log.h"
+#include "server/tls.h"
 
 namespace rosetta::server {
 
@@ -30,6 +31,24 @@ absl::Status Server::Start() {
                                                         ComputeTypeName(type), ": ", s.message()));
     }
   }
+  if (options_.tls.enabled()) {
+    absl::StatusOr<std::unique_ptr<TlsCertificates>> tls = TlsCertificates::Start(options_.tls);
+    if (!tls.ok()) return tls.status();
+    tls_ = std::move(*tls);
+    const TlsSummary summary = tls_->summary();
+    Log("TLS: certificate ", summary.subject, " issued by ", summary.issuer, " (",
+        summary.chain_certificates, " in the chain), valid until ",
+        absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", summary.not_after, absl::UTCTimeZone()),
+        "; client certificates ",
+        options_.tls.client_ca_file.empty()
+            ? std::string("not requested")
+            : absl::StrCat("required (", summary.client_ca_certificates, " CA certificates)"),
+        "; files re-read every ", absl::FormatDuration(options_.tls.reload_interval));
+    if (summary.not_after < absl::Now()) {
+      Log("warning: the TLS certificate in ", options_.tls.cert_file,
+          " has expired: clients will refuse it until it is replaced");
+    }
+  }
   if (!options_.metrics_listen.empty()) {
     if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;
     const size_t colon = options_.metrics_listen.rfind(':');
@@ -42,7 +61,9 @@ absl::Status Server::Start() {
   grpc::health::v1::HealthCheckRequest::descriptor();
 
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(options_.listen, grpc::InsecureServerCredentials(), &port_);
+  builder.AddListeningPort(
+      options_.listen, tls_ != nullptr ? tls_->credentials() : grpc::InsecureServerCredentials(),
+      &port_);
   builder.RegisterService(&service_);
   builder.SetMaxReceiveMessageSize(options_.max_message_bytes);
   // Responses are not capped (gRPC's default): one is built in full before it is sent, so a cap
@@ -57,7 +78,8 @@ absl::Status Server::Start() {
         absl::StrCat("cannot listen on ", options_.listen, " (address in use or invalid?)"));
   }
   SetServing(false);
-  Log("listening on ", address(), " (loading models; health NOT_SERVING)");
+  Log("listening on ", address(), options_.tls.enabled() ? " with TLS" : "",
+      " (loading models; health NOT_SERVING)");
   return absl::OkStatus();
 }
 
@@ -82,7 +104,8 @@ absl::Status Server::LoadModels() {
       options_.batching.admission_tokens, " tokens, encode budget ",
       options_.batching.encode_token_budget, " tokens / ",
       absl::ToDoubleMilliseconds(options_.batching.encode_max_wait), " ms");
-  Log("serving on ", address(), " (default model \"", registry_->Find("")->name, "\")");
+  Log("serving on ", address(), options_.tls.enabled() ? " with TLS" : "", " (default model \"",
+      registry_->Find("")->name, "\")");
   return absl::OkStatus();
 }
 

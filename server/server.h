@@ -20,6 +20,7 @@
 #include "server/metrics.h"
 #include "server/model_registry.h"
 #include "server/rosetta_service.h"
+#include "server/tls.h"
 
 namespace rosetta::server {
 
@@ -56,6 +57,7 @@ class Server {
   Metrics metrics_;  // outlives the workers, which report to it
   RosettaService service_;
   std::unique_ptr<ModelRegistry> registry_;
+  std::unique_ptr<TlsCertificates> tls_;  // outlives server_, which reads its files
   std::unique_ptr<grpc::Server> server_;
   int port_ = 0;
   bool drained_ = false;

@@ -121,6 +121,32 @@ TEST(DaemonOptionsTest, RejectsBadFlagsWithTheirName) {
   EXPECT_THAT(help.status().message(), HasSubstr("--max_running_sequences"));
 }
 
+TEST(DaemonOptionsTest, TlsFlags) {
+  auto plain = Parse({"--model", "m=/m"});
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->tls.enabled());
+  EXPECT_EQ(plain->tls.reload_interval, absl::Seconds(60));
+
+  auto tls = Parse({"--model", "m=/m", "--tls_cert_file", "/c/tls.crt", "--tls_key_file=/c/tls.key",
+                    "--tls_client_ca_file", "/c/ca.crt", "--tls_reload_seconds", "5"});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(tls->tls.enabled());
+  EXPECT_EQ(tls->tls.cert_file, "/c/tls.crt");
+  EXPECT_EQ(tls->tls.key_file, "/c/tls.key");
+  EXPECT_EQ(tls->tls.client_ca_file, "/c/ca.crt");
+  EXPECT_EQ(tls->tls.reload_interval, absl::Seconds(5));
+
+  // The files are read when the server starts; the flags must go together at once.
+  EXPECT_THAT(Parse({"--model", "m=/m", "--tls_cert_file", "/c/tls.crt"}).status().message(),
+              HasSubstr("--tls_cert_file needs --tls_key_file"));
+  EXPECT_THAT(Parse({"--model", "m=/m", "--tls_key_file", "/c/tls.key"}).status().message(),
+              HasSubstr("--tls_key_file needs --tls_cert_file"));
+  EXPECT_THAT(Parse({"--model", "m=/m", "--tls_client_ca_file", "/c/ca.crt"}).status().message(),
+              HasSubstr("--tls_client_ca_file needs --tls_cert_file"));
+  EXPECT_THAT(Parse({"--model", "m=/m", "--tls_reload_seconds", "0"}).status().message(),
+              HasSubstr("--tls_reload_seconds: \"0\" is not an integer >= 1"));
+}
+
 TEST(CpuCountTest, ReadsCgroupQuotas) {
   EXPECT_EQ(CpusFromCgroupV2("max 100000\n"), std::nullopt);
   EXPECT_EQ(CpusFromCgroupV2("200000 100000\n"), 2);

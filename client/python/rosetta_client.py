@@ -9,6 +9,8 @@ channel, fill a request, call, read the response, and handle gRPC errors by thei
     rosetta_client.py --beam_size 1 --json 'آ ت ز م و ن'  # JSON Lines, with tokens and scores
     rosetta_client.py --encode --normalize 'آ ت ز م و ن'  # embeddings
     rosetta_client.py --health                           # the standard health check
+    rosetta_client.py --tls_ca_file ca.crt 'آ ت'          # a server with TLS (--tls_cert_file
+                                                         # and --tls_key_file: mutual TLS)
 
 Run it with Debian's Python, /usr/bin/python3, which has the packages python3-grpcio and
 python3-grpc-tools (Debian 12's grpc_tools is too old for proto3 `optional` fields: the stubs are
@@ -141,6 +143,26 @@ def health(channel, health_pb2, health_pb2_grpc, args):
     return 0 if status == "SERVING" else 1
 
 
+def open_channel(args):
+    """A plaintext channel, or a TLS one when any --tls option is given."""
+    if not (args.tls or args.tls_ca_file or args.tls_cert_file or args.tls_key_file
+            or args.tls_server_name):
+        return grpc.insecure_channel(args.address)
+    if bool(args.tls_cert_file) != bool(args.tls_key_file):
+        sys.exit("rosetta_client.py: --tls_cert_file and --tls_key_file go together")
+
+    def read(path):
+        return path.read_bytes() if path else None
+
+    credentials = grpc.ssl_channel_credentials(root_certificates=read(args.tls_ca_file),
+                                               private_key=read(args.tls_key_file),
+                                               certificate_chain=read(args.tls_cert_file))
+    options = []
+    if args.tls_server_name:
+        options.append(("grpc.ssl_target_name_override", args.tls_server_name))
+    return grpc.secure_channel(args.address, credentials, options=options)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("texts", nargs="*", help="texts to translate; none: stdin lines")
@@ -157,6 +179,15 @@ def main():
     parser.add_argument("--normalize", action="store_true", help="unit-norm embeddings")
     parser.add_argument("--health", action="store_true", help="print the serving status")
     parser.add_argument("--service", default="", help="service of --health (empty: the server)")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, trusting the system's CAs (implied by --tls_*)")
+    parser.add_argument("--tls_ca_file", type=Path,
+                        help="PEM CA certificates the server's certificate must chain to")
+    parser.add_argument("--tls_cert_file", type=Path,
+                        help="PEM client certificate, for a server that requires one")
+    parser.add_argument("--tls_key_file", type=Path, help="PEM private key of --tls_cert_file")
+    parser.add_argument("--tls_server_name",
+                        help="the name the server's certificate must carry, if not the host's")
     parser.add_argument("--stubs", type=Path,
                         help="folder of pre-generated stubs (default: generate them now)")
     args = parser.parse_args()
@@ -171,7 +202,7 @@ def main():
                 generate_stubs(HEALTH_PROTO, HEALTH_PROTO.parent, stubs_dir)
         pb2, pb2_grpc, health_pb2, health_pb2_grpc = load_stubs(stubs_dir)
 
-        with grpc.insecure_channel(args.address) as channel:
+        with open_channel(args) as channel:
             try:
                 if args.health:
                     return health(channel, health_pb2, health_pb2_grpc, args)

@@ -1,0 +1,63 @@
+#include "client/channel_credentials.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace rosetta::client {
+
+namespace {
+
+// The file's contents; `marker` ("CERTIFICATE", "PRIVATE KEY") must appear in a PEM header, so
+// that a wrong file fails here, naming it, rather than in the handshake.
+absl::StatusOr<std::string> ReadPem(absl::string_view flag, const std::string& path,
+                                    absl::string_view marker) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::ostringstream contents;
+  contents << in.rdbuf();
+  std::string pem = contents.str();
+  // Any block: a key file may start with other blocks ("EC PARAMETERS").
+  for (size_t begin = pem.find("-----BEGIN "); begin != std::string::npos;
+       begin = pem.find("-----BEGIN ", begin + 1)) {
+    const size_t end = pem.find("-----", begin + 11);
+    if (end != std::string::npos &&
+        absl::StrContains(absl::string_view(pem).substr(begin, end - begin), marker)) {
+      return pem;
+    }
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("--", flag, ": ", path, ": no PEM ", absl::AsciiStrToLower(marker), " in it"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const ChannelSecurity& security, grpc::ChannelArguments* arguments) {
+  if (!security.UsesTls()) return grpc::InsecureChannelCredentials();
+  if (security.cert_file.empty() != security.key_file.empty()) {
+    return absl::InvalidArgumentError(
+        "--tls_cert_file and --tls_key_file go together (a client certificate and its key)");
+  }
+  grpc::SslCredentialsOptions options;
+  if (!security.ca_file.empty()) {
+    absl::StatusOr<std::string> pem = ReadPem("tls_ca_file", security.ca_file, "CERTIFICATE");
+    if (!pem.ok()) return pem.status();
+    options.pem_root_certs = std::move(*pem);
+  }
+  if (!security.cert_file.empty()) {
+    absl::StatusOr<std::string> chain = ReadPem("tls_cert_file", security.cert_file, "CERTIFICATE");
+    if (!chain.ok()) return chain.status();
+    absl::StatusOr<std::string> key = ReadPem("tls_key_file", security.key_file, "PRIVATE KEY");
+    if (!key.ok()) return key.status();
+    options.pem_cert_chain = std::move(*chain);
+    options.pem_private_key = std::move(*key);
+  }
+  if (!security.server_name.empty()) arguments->SetSslTargetNameOverride(security.server_name);
+  return grpc::SslCredentials(options);
+}
+
+}  // namespace rosetta::client

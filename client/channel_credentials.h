@@ -1,0 +1,45 @@
+// How the clients (`rosetta`, `rosetta-loadgen`) secure their gRPC channel: plaintext, TLS with
+// the system's or a given CA, or mutual TLS with a client certificate, from PEM files.
+//
+//   grpc::ChannelArguments arguments;
+//   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
+//       ChannelCredentials({.ca_file = "ca.crt"}, &arguments);
+//   grpc::CreateCustomChannel(address, *credentials, arguments);
+//
+// Thread-safe: no state.
+#ifndef ROSETTA_CLIENT_CHANNEL_CREDENTIALS_H_
+#define ROSETTA_CLIENT_CHANNEL_CREDENTIALS_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "grpcpp/security/credentials.h"
+#include "grpcpp/support/channel_arguments.h"
+
+namespace rosetta::client {
+
+struct ChannelSecurity {
+  bool tls = false;           // TLS even when no file below is given (the system's CAs)
+  std::string ca_file{};      // PEM CA certificates the server's must chain to; empty: the system's
+  std::string cert_file{};    // PEM client certificate chain, for servers that require one
+  std::string key_file{};     // its PEM private key
+  std::string server_name{};  // the name the server's certificate must carry, if not the address's
+
+  // TLS is used when asked for or implied by any file or name.
+  bool UsesTls() const {
+    return tls || !ca_file.empty() || !cert_file.empty() || !key_file.empty() ||
+           !server_name.empty();
+  }
+};
+
+// Credentials for `security`, reading its files; sets the server name override in `arguments`.
+// Errors name the flag (--tls_ca_file, --tls_cert_file, --tls_key_file) and the file: NotFound
+// for a file that cannot be read, InvalidArgument for one without PEM data or for a certificate
+// without its key (or the reverse).
+absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
+    const ChannelSecurity& security, grpc::ChannelArguments* arguments);
+
+}  // namespace rosetta::client
+
+#endif  // ROSETTA_CLIENT_CHANNEL_CREDENTIALS_H_

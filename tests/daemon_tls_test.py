@@ -1,0 +1,244 @@
+#!/usr/bin/python3
+"""rosettad with TLS, end to end: start-up errors for unusable certificate files; translation over
+TLS through the C++ client (flags and ROSETTA_TLS_ variables), the Python client and
+rosetta-loadgen; plaintext clients and clients trusting another CA refused, without flooding the
+log; a certificate rotated while serving; mutual TLS.
+
+    daemon_tls_test.py --rosettad BIN --client BIN --loadgen BIN --shared DIR --source DIR
+
+Certificates are made for each run by tests/make_test_certificates.sh (openssl).
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import Daemon, check, failures
+
+KNOWN_INPUT = "آ ت ز م و ن"
+KNOWN_OUTPUT = "a t z m o n"
+TIMEOUT = 120  # seconds for any one command
+
+
+def run(command, env=None, stdin_text=None):
+    """Runs a command; returns (exit status, stdout, stderr)."""
+    result = subprocess.run(command, input=stdin_text, capture_output=True, text=True,
+                            timeout=TIMEOUT, env=env)
+    return result.returncode, result.stdout, result.stderr
+
+
+def start_failure(args, model_flags, *tls_flags):
+    """rosettad with `tls_flags` must exit non-zero before serving; returns (status, log)."""
+    daemon = Daemon(args.rosettad, *model_flags, *tls_flags)
+    served = daemon.wait_serving(60)
+    if served:
+        daemon.stop()
+        return 0, "".join(daemon.log)
+    return daemon.wait(60), "".join(daemon.log)
+
+
+def replace(path, source):
+    """Replaces `path` with a copy of `source` in one rename, as a Secret update does."""
+    shutil.copyfile(source, str(path) + ".new")
+    os.replace(str(path) + ".new", path)
+
+
+def wait_until(predicate, timeout):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.3)
+    return False
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rosettad", required=True)
+    parser.add_argument("--client", required=True, help="the C++ client, rosetta")
+    parser.add_argument("--loadgen", required=True, help="bench/rosetta-loadgen")
+    parser.add_argument("--shared", required=True, type=Path)
+    parser.add_argument("--source", required=True, type=Path)
+    args = parser.parse_args()
+
+    model_dir = args.shared / "models/ctranslate2/v2/aren-transliteration"
+    if not check((model_dir / "model.bin").is_file(), f"the model is at {model_dir}"):
+        return 1
+    model_flags = ["--model", f"aren={model_dir}", "--threads", "1"]
+    python_client = [sys.executable, str(args.source / "client/python/rosetta_client.py")]
+
+    with tempfile.TemporaryDirectory(prefix="rosetta-tls-test-") as temporary:
+        certs = Path(temporary) / "certs"
+        for prefix in ["", "other-"]:
+            subprocess.run([str(args.source / "tests/make_test_certificates.sh"), str(certs),
+                            prefix], check=True)
+        stubs = Path(temporary) / "stubs"
+        stubs.mkdir()
+        # The Python client's stubs once, not for every call.
+        sys.path.insert(0, str(args.source / "client/python"))
+        import rosetta_client  # noqa: E402
+        rosetta_client.generate_stubs(rosetta_client.ROSETTA_PROTO,
+                                      rosetta_client.ROSETTA_PROTO.parents[2], stubs)
+        if rosetta_client.HEALTH_PROTO.exists():
+            rosetta_client.generate_stubs(rosetta_client.HEALTH_PROTO,
+                                          rosetta_client.HEALTH_PROTO.parent, stubs)
+        python_client += ["--stubs", str(stubs)]
+
+        check_start_errors(args, model_flags, certs)
+        check_tls(args, model_flags, certs, python_client, Path(temporary) / "served")
+        check_mutual_tls(args, model_flags, certs, python_client)
+
+    if failures:
+        print(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
+        return 1
+    print("all checks passed")
+    return 0
+
+
+def check_start_errors(args, model_flags, certs):
+    cases = [
+        (["--tls_cert_file", certs / "server.crt"], "--tls_cert_file needs --tls_key_file"),
+        (["--tls_client_ca_file", certs / "ca.crt"], "--tls_client_ca_file needs"),
+        (["--tls_cert_file", certs / "server.crt", "--tls_key_file", certs / "other-server.key"],
+         "does not belong to the first certificate"),
+        (["--tls_cert_file", certs / "missing.crt", "--tls_key_file", certs / "server.key"],
+         f"--tls_cert_file: cannot read {certs / 'missing.crt'}"),
+        (["--tls_cert_file", certs / "server.key", "--tls_key_file", certs / "server.key"],
+         "no PEM certificate"),
+        (["--tls_cert_file", certs / "server.crt", "--tls_key_file", certs / "server.key",
+          "--tls_reload_seconds", "0"], "--tls_reload_seconds"),
+    ]
+    for flags, message in cases:
+        status, log = start_failure(args, model_flags, *map(str, flags))
+        check(status != 0 and message in log and "serving on" not in log,
+              f"rosettad {' '.join(map(str, flags))[-60:]}: exits {status} saying '{message}'",
+              log)
+
+
+def check_tls(args, model_flags, certs, python_client, served):
+    # The daemon reads copies that the test replaces, as a Secret volume would be updated.
+    served.mkdir()
+    shutil.copyfile(certs / "server.crt", served / "tls.crt")
+    shutil.copyfile(certs / "server.key", served / "tls.key")
+    daemon = Daemon(args.rosettad, *model_flags, "--tls_cert_file", str(served / "tls.crt"),
+                    "--tls_key_file", str(served / "tls.key"), "--tls_reload_seconds", "1")
+    try:
+        if not check(daemon.wait_serving(180), "rosettad with TLS serves", "".join(daemon.log)):
+            return
+        log = "".join(daemon.log)
+        check("TLS: certificate CN=localhost issued by CN=Rosetta test CA" in log
+              and "client certificates not requested" in log and " with TLS" in log,
+              "its log names the certificate and says TLS", log)
+        port = daemon.address.rsplit(":", 1)[1]
+        client = [args.client]
+        for address in [f"127.0.0.1:{port}", f"localhost:{port}"]:
+            status, out, err = run(client + ["translate", "--address", address, "--tls_ca_file",
+                                             str(certs / "ca.crt"), KNOWN_INPUT])
+            check(status == 0 and out.strip() == KNOWN_OUTPUT,
+                  f"rosetta translate --tls_ca_file at {address}", f"{status} {out!r} {err}")
+        at = ["--address", daemon.address]
+        env = dict(os.environ, ROSETTA_TLS_CA_FILE=str(certs / "ca.crt"))
+        status, out, err = run(client + ["health", *at], env=env)
+        check(status == 0 and out.strip() == "SERVING",
+              "rosetta health with ROSETTA_TLS_CA_FILE: SERVING", f"{status} {out!r} {err}")
+        status, out, err = run(python_client + [*at, "--tls_ca_file", str(certs / "ca.crt"),
+                                                KNOWN_INPUT])
+        check(status == 0 and out.strip() == KNOWN_OUTPUT,
+              "rosetta_client.py --tls_ca_file translates", f"{status} {out!r} {err}")
+        inputs = served.parent / "inputs.txt"
+        inputs.write_text(KNOWN_INPUT + "\n", encoding="utf-8")
+        status, out, err = run([args.loadgen, *at, "--inputs", str(inputs), "--tokens",
+                                "--concurrency", "4", "--requests", "16", "--json",
+                                "--tls_ca_file", str(certs / "ca.crt")])
+        try:
+            errors = json.loads(out)["errors"]
+        except (ValueError, KeyError):
+            errors = None
+        check(status == 0 and errors == {},
+              "rosetta-loadgen --tls_ca_file: 16 requests, no errors", f"{status} {out} {err}")
+
+        # Refused: plaintext, a client that trusts another CA, and a file that is no CA.
+        status, out, err = run(client + ["health", *at])
+        check(status == 1 and "UNAVAILABLE" in err, "plaintext rosetta health: UNAVAILABLE",
+              f"{status} {out!r} {err}")
+        status, out, err = run(client + ["health", *at, "--tls_ca_file",
+                                         str(certs / "other-ca.crt")])
+        check(status == 1 and "UNAVAILABLE" in err,
+              "rosetta health trusting another CA: UNAVAILABLE", f"{status} {out!r} {err}")
+        status, out, err = run(client + ["health", *at, "--tls_ca_file",
+                                         str(certs / "ca.key")])
+        check(status == 2 and "--tls_ca_file" in err and "no PEM certificate" in err,
+              "rosetta health --tls_ca_file KEY: a usage error naming the file",
+              f"{status} {out!r} {err}")
+
+        # 60 failed handshakes: gRPC logs an error for each, the daemon lets through about 20.
+        before = len(daemon.log)
+        for _ in range(60):
+            run(client + ["health", *at, "--deadline", "2"])
+        time.sleep(0.5)
+        grpc_lines = [line for line in daemon.log[before:] if "grpc " in line]
+        check(5 <= len(grpc_lines) <= 25,
+              f"60 plaintext clients: {len(grpc_lines)} gRPC log lines (rate-limited)",
+              "".join(daemon.log[before:][-10:]))
+
+        # Rotation: the other CA's certificate, then a broken file, which is refused.
+        replace(served / "tls.key", certs / "other-server.key")
+        replace(served / "tls.crt", certs / "other-server.crt")
+        other = ["health", *at, "--tls_ca_file", str(certs / "other-ca.crt")]
+        check(wait_until(lambda: run(client + other)[0] == 0, 30),
+              "after rotation, clients trusting the new CA get through", "".join(daemon.log[-5:]))
+        check(any("TLS: new certificate CN=localhost issued by CN=Rosetta test CA other-" in line
+                  for line in daemon.log), "the rotation is logged", "".join(daemon.log[-5:]))
+        (served / "tls.crt").write_text("-----BEGIN CERTIFICATE-----\ntruncated\n")
+        check(wait_until(lambda: any("error: TLS files changed" in line for line in daemon.log),
+                         30), "a broken update is logged", "".join(daemon.log[-5:]))
+        time.sleep(3)
+        status, out, err = run(client + other)
+        check(status == 0, "after a broken update, the last good certificate still serves",
+              f"{status} {out!r} {err}")
+    finally:
+        status = daemon.stop()
+        check(status == 0, "rosettad with TLS exits 0 on SIGTERM", "".join(daemon.log[-10:]))
+
+
+def check_mutual_tls(args, model_flags, certs, python_client):
+    daemon = Daemon(args.rosettad, *model_flags, "--tls_cert_file", str(certs / "server.crt"),
+                    "--tls_key_file", str(certs / "server.key"), "--tls_client_ca_file",
+                    str(certs / "ca.crt"))
+    try:
+        if not check(daemon.wait_serving(180), "rosettad with mutual TLS serves",
+                     "".join(daemon.log)):
+            return
+        check(any("client certificates required (1 CA certificates)" in line
+                  for line in daemon.log), "its log says client certificates are required",
+              "".join(daemon.log))
+        at = ["--address", daemon.address, "--tls_ca_file", str(certs / "ca.crt")]
+        mine = ["--tls_cert_file", str(certs / "client.crt"), "--tls_key_file",
+                str(certs / "client.key")]
+        others = ["--tls_cert_file", str(certs / "other-client.crt"), "--tls_key_file",
+                  str(certs / "other-client.key")]
+        status, out, err = run([args.client, "translate", *at, *mine, KNOWN_INPUT])
+        check(status == 0 and out.strip() == KNOWN_OUTPUT,
+              "rosetta translate with a client certificate", f"{status} {out!r} {err}")
+        status, out, err = run(python_client + [*at, *mine, KNOWN_INPUT])
+        check(status == 0 and out.strip() == KNOWN_OUTPUT,
+              "rosetta_client.py with a client certificate", f"{status} {out!r} {err}")
+        for name, flags in [("without a client certificate", []),
+                            ("with another CA's client certificate", others)]:
+            status, out, err = run([args.client, "translate", *at, *flags, KNOWN_INPUT])
+            check(status == 1 and "UNAVAILABLE" in err, f"rosetta translate {name}: UNAVAILABLE",
+                  f"{status} {out!r} {err}")
+    finally:
+        status = daemon.stop()
+        check(status == 0, "rosettad with mutual TLS exits 0 on SIGTERM",
+              "".join(daemon.log[-10:]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
