@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -77,6 +78,8 @@ ABSL_FLAG(std::string, tls_ca_file, "", "PEM CA certificates the server's must c
 ABSL_FLAG(std::string, tls_cert_file, "", "PEM client certificate (mutual TLS).");
 ABSL_FLAG(std::string, tls_key_file, "", "PEM private key of --tls_cert_file.");
 ABSL_FLAG(std::string, tls_server_name, "", "Name the server's certificate must carry.");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File whose first line is the API key to send (default: $ROSETTA_API_KEY).");
 
 namespace rosetta::loadgen {
 namespace {
@@ -101,6 +104,7 @@ struct LoadOptions {
   bool normalize = false;       // Encode only
   int deadline_ms = 0;          // 0: no deadline
   int clients_per_channel = 8;  // clients sharing one channel
+  std::string api_key;          // sent with every call when not empty
 };
 
 // Nearest-rank percentile: the smallest value such that at least p% of the values are <= it.
@@ -262,7 +266,11 @@ class LoadGenerator {
 
  private:
   // The deadline counts from `start` (open loop: the scheduled send time, which may be past).
+  // Adds the API key.
   void SetDeadline(grpc::ClientContext* context, Clock::time_point start) const {
+    if (!options_.api_key.empty()) {
+      context->AddMetadata(client::kApiKeyMetadata, client::ApiKeyMetadataValue(options_.api_key));
+    }
     if (options_.deadline_ms > 0) {
       context->set_deadline(
           std::chrono::system_clock::now() +
@@ -363,9 +371,12 @@ double CpuSeconds() {
 }
 
 std::optional<v1::ModelInfo> GetModel(const std::shared_ptr<grpc::Channel>& channel,
-                                      const std::string& model) {
+                                      const std::string& model, const std::string& api_key) {
   auto stub = v1::Rosetta::NewStub(channel);
   grpc::ClientContext context;
+  if (!api_key.empty()) {
+    context.AddMetadata(client::kApiKeyMetadata, client::ApiKeyMetadataValue(api_key));
+  }
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
   v1::GetModelRequest request;
   request.set_name(model);
@@ -449,6 +460,16 @@ int Run() {
   options.normalize = absl::GetFlag(FLAGS_normalize);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.clients_per_channel = absl::GetFlag(FLAGS_clients_per_channel);
+  if (const std::string file = absl::GetFlag(FLAGS_api_key_file); !file.empty()) {
+    absl::StatusOr<std::string> key = client::ReadApiKey(file);
+    if (!key.ok()) {
+      std::cerr << "rosetta-loadgen: " << key.status().message() << "\n";
+      return 2;
+    }
+    options.api_key = *key;
+  } else if (const char* key = std::getenv("ROSETTA_API_KEY"); key != nullptr) {
+    options.api_key = key;
+  }
   if (options.concurrency < 1 || options.texts_per_request < 1 || options.clients_per_channel < 1 ||
       (options.duration_seconds <= 0 && options.requests < 1)) {
     std::cerr << "rosetta-loadgen: --concurrency, --texts_per_request, --clients_per_channel and "
@@ -503,7 +524,7 @@ int Run() {
 
   const bool model_stats = absl::GetFlag(FLAGS_model_stats);
   std::optional<v1::ModelInfo> before;
-  if (model_stats) before = GetModel(channels[0], options.model);
+  if (model_stats) before = GetModel(channels[0], options.model, options.api_key);
   const double cpu_start = CpuSeconds();
   LoadGenerator::Phase measured;
   measured.requests = options.requests;
@@ -514,7 +535,7 @@ int Run() {
   const LoadGenerator::PhaseResult result = generator.Run(measured);
   const double cpu_seconds = CpuSeconds() - cpu_start;
   std::optional<v1::ModelInfo> after;
-  if (before) after = GetModel(channels[0], options.model);
+  if (before) after = GetModel(channels[0], options.model, options.api_key);
 
   const Tally& tally = result.tally;
   const int64_t ok = static_cast<int64_t>(tally.latencies_seconds.size());

@@ -60,4 +60,15 @@ absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
   return grpc::SslCredentials(options);
 }
 
+absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--api_key_file: cannot read ", path));
+  std::string line;
+  while (std::getline(in, line)) {
+    const absl::string_view key = absl::StripAsciiWhitespace(line);
+    if (!key.empty() && key[0] != '#') return std::string(key);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("--api_key_file: ", path, " holds no key"));
+}
+
 }  // namespace rosetta::client

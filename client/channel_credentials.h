@@ -1,5 +1,6 @@
-// How the clients (`rosetta`, `rosetta-loadgen`) secure their gRPC channel: plaintext, TLS with
-// the system's or a given CA, or mutual TLS with a client certificate, from PEM files.
+// How the clients (`rosetta`, `rosetta-loadgen`) identify themselves and secure their gRPC
+// channel: plaintext, TLS with the system's or a given CA, or mutual TLS with a client
+// certificate, from PEM files; and the API key a server may require on every call.
 //
 //   grpc::ChannelArguments arguments;
 //   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
@@ -39,6 +40,14 @@ struct ChannelSecurity {
 // without its key (or the reverse).
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const ChannelSecurity& security, grpc::ChannelArguments* arguments);
+
+// The API key in `path`: its first line that is neither blank nor a '#' comment, without the
+// spaces around it. Errors name --api_key_file and the file.
+absl::StatusOr<std::string> ReadApiKey(const std::string& path);
+
+// What a call carries when the server requires an API key (rosettad --api_keys_file).
+inline constexpr char kApiKeyMetadata[] = "authorization";
+inline std::string ApiKeyMetadataValue(const std::string& key) { return "Bearer " + key; }
 
 }  // namespace rosetta::client
 

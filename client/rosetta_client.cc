@@ -12,7 +12,8 @@
 // `health` prints the serving status of grpc.health.v1.Health and exits with status 0 only when it
 // is SERVING (a container health check). The environment variable ROSETTA_ADDRESS, when set,
 // replaces the default of --address. Every command connects in plaintext unless a --tls flag
-// (or a ROSETTA_TLS_ variable) asks for TLS.
+// (or a ROSETTA_TLS_ variable) asks for TLS, and sends the API key of --api_key_file (or
+// $ROSETTA_API_KEY) with every call when there is one.
 #include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -78,6 +80,9 @@ ABSL_FLAG(std::string, tls_key_file, "",
 ABSL_FLAG(std::string, tls_server_name, "",
           "The name the server's certificate must carry, when not the host of --address. "
           "Default: $ROSETTA_TLS_SERVER_NAME.");
+ABSL_FLAG(std::string, api_key_file, "",
+          "File whose first line is the API key to send, for a server that requires one. "
+          "Default: the key in $ROSETTA_API_KEY.");
 ABSL_FLAG(std::string, service, "",
           "The service whose health to check: rosetta.v1.Rosetta, or empty for the server as a "
           "whole.");
@@ -91,11 +96,12 @@ constexpr int kExitRpcError = 1;
 constexpr int kExitUsage = 2;
 
 constexpr absl::string_view kConnectionFlags[] = {"address", "deadline"};
-// Every command accepts these besides its own. The files and the name take their defaults from
+// Every command accepts these besides its own. The TLS files and name take their defaults from
 // environment variables (ROSETTA_TLS_CA_FILE...), as --address does from ROSETTA_ADDRESS, so that a
-// container's health check can reach a server that uses TLS.
-constexpr absl::string_view kTlsFlags[] = {"tls", "tls_ca_file", "tls_cert_file", "tls_key_file",
-                                           "tls_server_name"};
+// container's health check can reach a server that uses TLS; the API key comes from
+// ROSETTA_API_KEY when --api_key_file is not given (a key on the command line would show in ps).
+constexpr absl::string_view kSecurityFlags[] = {"tls",          "tls_ca_file",     "tls_cert_file",
+                                                "tls_key_file", "tls_server_name", "api_key_file"};
 constexpr absl::string_view kTranslateFlags[] = {
     "address",        "deadline",       "model",      "batch_size", "tokens", "json",  "beam_size",
     "num_hypotheses", "length_penalty", "max_length", "min_length", "scores", "stream"};
@@ -164,7 +170,15 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel() {
   return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), *credentials, arguments);
 }
 
-void SetDeadline(grpc::ClientContext* context) {
+// The API key sent with every call ("" for none): from --api_key_file, else $ROSETTA_API_KEY.
+std::string& ApiKey() {
+  static auto* key = new std::string();
+  return *key;
+}
+
+// Sets the call's deadline (--deadline) and its API key.
+void PrepareContext(grpc::ClientContext* context) {
+  if (!ApiKey().empty()) context->AddMetadata(kApiKeyMetadata, ApiKeyMetadataValue(ApiKey()));
   const double seconds = absl::GetFlag(FLAGS_deadline);
   if (seconds <= 0) return;
   context->set_deadline(std::chrono::system_clock::now() +
@@ -227,16 +241,16 @@ std::string Help(absl::string_view command, absl::string_view arguments,
                       FlagsHelp(flags));
 }
 
-// Sets the flags of a command (its own and the TLS flags), fills `positional` with its other
-// arguments and opens `channel` to the server. Returns the exit status when the command is over:
-// help printed (0) or a usage error (2).
+// Sets the flags of a command (its own and kSecurityFlags), fills `positional` with its other
+// arguments, reads the API key and opens `channel` to the server. Returns the exit status when the
+// command is over: help printed (0) or a usage error (2).
 std::optional<int> ParseCommand(absl::string_view command, absl::string_view arguments_help,
                                 absl::Span<const absl::string_view> own_flags,
                                 const std::vector<std::string>& args,
                                 std::vector<std::string>* positional,
                                 std::shared_ptr<grpc::Channel>* channel) {
   std::vector<absl::string_view> flags(own_flags.begin(), own_flags.end());
-  flags.insert(flags.end(), std::begin(kTlsFlags), std::end(kTlsFlags));
+  flags.insert(flags.end(), std::begin(kSecurityFlags), std::end(kSecurityFlags));
   // The defaults shown are the values before parsing.
   const std::string help = Help(command, arguments_help, flags);
   absl::StatusOr<ParsedArguments> parsed = ParseArguments(args, flags);
@@ -247,6 +261,13 @@ std::optional<int> ParseCommand(absl::string_view command, absl::string_view arg
   }
   if (absl::GetFlag(FLAGS_deadline) < 0) return UsageError("--deadline must be >= 0", command);
   if (absl::GetFlag(FLAGS_batch_size) < 1) return UsageError("--batch_size must be >= 1", command);
+  if (const std::string file = absl::GetFlag(FLAGS_api_key_file); !file.empty()) {
+    absl::StatusOr<std::string> key = ReadApiKey(file);
+    if (!key.ok()) return UsageError(key.status().message(), command);
+    ApiKey() = *key;
+  } else if (const char* key = std::getenv("ROSETTA_API_KEY"); key != nullptr) {
+    ApiKey() = std::string(absl::StripAsciiWhitespace(key));
+  }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> opened = OpenChannel();
   if (!opened.ok()) return UsageError(opened.status().message(), command);
   *channel = std::move(*opened);
@@ -273,7 +294,7 @@ rosetta::v1::TranslateOptions TranslateOptionsFromFlags() {
 int TranslateBatch(Rosetta::Stub& stub, const rosetta::v1::TranslateRequest& request,
                    const TranslationFormat& format, size_t batch_start) {
   grpc::ClientContext context;
-  SetDeadline(&context);
+  PrepareContext(&context);
   rosetta::v1::TranslateResponse response;
   const grpc::Status status = stub.Translate(&context, request, &response);
   const int inputs = request.texts_size() + request.tokenized_size();
@@ -295,7 +316,7 @@ int TranslateBatch(Rosetta::Stub& stub, const rosetta::v1::TranslateRequest& req
 int TranslateBatchStreaming(Rosetta::Stub& stub, const rosetta::v1::TranslateRequest& request,
                             const TranslationFormat& format, size_t batch_start) {
   grpc::ClientContext context;
-  SetDeadline(&context);
+  PrepareContext(&context);
   const int inputs = request.texts_size() + request.tokenized_size();
   std::vector<std::optional<rosetta::v1::Translation>> results(inputs);
   int printed = 0;
@@ -389,7 +410,7 @@ int Encode(const std::vector<std::string>& args) {
     SetInputs(batch, &request);
 
     grpc::ClientContext context;
-    SetDeadline(&context);
+    PrepareContext(&context);
     rosetta::v1::EncodeResponse response;
     const grpc::Status status = stub->Encode(&context, request, &response);
     if (!status.ok()) return RpcError(status, batches.batch_start(), batch.size());
@@ -434,7 +455,7 @@ int Models(const std::vector<std::string>& args) {
   }
   std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  PrepareContext(&context);
   rosetta::v1::ListModelsResponse response;
   const grpc::Status status =
       stub->ListModels(&context, rosetta::v1::ListModelsRequest(), &response);
@@ -462,7 +483,7 @@ int Model(const std::vector<std::string>& args) {
 
   std::unique_ptr<Rosetta::Stub> stub = Rosetta::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  PrepareContext(&context);
   rosetta::v1::GetModelRequest request;
   if (!positional.empty()) request.set_name(positional[0]);
   rosetta::v1::ModelInfo response;
@@ -483,7 +504,7 @@ int Health(const std::vector<std::string>& args) {
   using grpc::health::v1::HealthCheckResponse;
   std::unique_ptr<grpc::health::v1::Health::Stub> stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
-  SetDeadline(&context);
+  PrepareContext(&context);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_service));
   HealthCheckResponse response;

@@ -13,7 +13,7 @@ if [[ "${1:-}" == "--test" ]]; then
   packages+=(libgtest-dev libgmock-dev libbenchmark-dev sentencepiece
              python3-torch python3-numpy python3-sentencepiece
              python3-grpcio python3-grpc-tools prometheus
-             openssl  # tests/tls_test.py makes its certificates
+             openssl  # tests/make_test_certificates.sh
              podman runc debootstrap)  # tests/docker_test.sh (podman with runc, as TESTING-TOOLS.md)
   # tests/deploy_test.sh installs its npm packages itself; it needs node and npm (unless a Node.js
   # from elsewhere already provides them).

@@ -98,6 +98,12 @@ const std::vector<Flag>& Flags() {
                  "PEM CA certificates: clients must present a certificate signed by one of them "
                  "(mutual TLS). Needs --tls_cert_file.",
                  [](DaemonOptions& o) -> std::string& { return o.tls.client_ca_file; }),
+      StringFlag("api_keys_file",
+                 "File of API keys, one per line (at least 16 characters each; '#' comments): "
+                 "every call of rosetta.v1.Rosetta must then send the metadata "
+                 "\"authorization: Bearer KEY\" with one of them (UNAUTHENTICATED otherwise). "
+                 "Health and reflection stay open. Read at start-up.",
+                 [](DaemonOptions& o) -> std::string& { return o.api_keys_file; }),
       {"tls_reload_seconds", "How often the TLS files are re-read, in seconds (>= 1). Default 60.",
        [](absl::string_view v, DaemonOptions& o) -> absl::Status {
          int seconds = 0;

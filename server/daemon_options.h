@@ -32,6 +32,7 @@ struct DaemonOptions {
   std::string listen = "0.0.0.0:50051";         // host:port; port 0 picks a free port
   std::string metrics_listen = "0.0.0.0:9400";  // Prometheus /metrics; empty: none
   TlsOptions tls;                               // TLS on `listen`; plaintext when no certificate
+  std::string api_keys_file;  // set: the Rosetta service needs one of its keys (see ApiKeys)
   // The first is the default model. A path that is not a directory but a Hub id
   // ("org/name[@revision]") is fetched into the Hugging Face cache.
   std::vector<ModelSpec> models;

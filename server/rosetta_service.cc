@@ -296,6 +296,14 @@ bool RosettaService::WaitForCalls(absl::Time deadline) {
   return calls_mu_.AwaitWithDeadline(absl::Condition(&none), deadline);
 }
 
+absl::Status RosettaService::Authenticate(const grpc::CallbackServerContext& context) const {
+  if (!api_keys_.has_value()) return absl::OkStatus();
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find(ApiKeys::kMetadataKey);
+  if (it == metadata.end()) return api_keys_->Authenticate(std::nullopt);
+  return api_keys_->Authenticate(absl::string_view(it->second.data(), it->second.size()));
+}
+
 absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& name) const {
   if (draining_.load()) {
     return absl::UnavailableError("the server is shutting down: retry on another replica");
@@ -317,6 +325,7 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
                                                     grpc::ByteBuffer* raw_response) {
   auto* call =
       new UnaryCall<v1::TranslateRequest, v1::TranslateResponse>(this, raw_response, "Translate");
+  if (absl::Status s = Authenticate(*context); !s.ok()) return call->FinishWith(s);
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::TranslateRequest* request = &call->request();
   v1::TranslateResponse* response = call->response();
@@ -363,6 +372,7 @@ grpc::ServerUnaryReactor* RosettaService::Translate(grpc::CallbackServerContext*
 grpc::ServerWriteReactor<grpc::ByteBuffer>* RosettaService::TranslateStream(
     grpc::CallbackServerContext* context, const grpc::ByteBuffer* raw_request) {
   auto* call = new StreamCall(this);
+  if (absl::Status s = Authenticate(*context); !s.ok()) return call->CloseWith(s);
   if (!call->Parse(*raw_request)) return call->CloseWith(Malformed(call->request()));
   const v1::TranslateRequest* request = &call->request();
   absl::StatusOr<const ServedModel*> served = Resolve(request->model());
@@ -430,6 +440,7 @@ grpc::ServerUnaryReactor* RosettaService::Encode(grpc::CallbackServerContext* co
                                                  const grpc::ByteBuffer* raw_request,
                                                  grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::EncodeRequest, v1::EncodeResponse>(this, raw_response, "Encode");
+  if (absl::Status s = Authenticate(*context); !s.ok()) return call->FinishWith(s);
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::EncodeRequest* request = &call->request();
   v1::EncodeResponse* response = call->response();
@@ -480,6 +491,7 @@ grpc::ServerUnaryReactor* RosettaService::ListModels(grpc::CallbackServerContext
                                                      grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::ListModelsRequest, v1::ListModelsResponse>(this, raw_response,
                                                                             "ListModels");
+  if (absl::Status s = Authenticate(*context); !s.ok()) return call->FinishWith(s);
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   v1::ListModelsResponse* response = call->response();
   absl::StatusOr<const ServedModel*> served = Resolve("");
@@ -495,6 +507,7 @@ grpc::ServerUnaryReactor* RosettaService::GetModel(grpc::CallbackServerContext* 
                                                    const grpc::ByteBuffer* raw_request,
                                                    grpc::ByteBuffer* raw_response) {
   auto* call = new UnaryCall<v1::GetModelRequest, v1::ModelInfo>(this, raw_response, "GetModel");
+  if (absl::Status s = Authenticate(*context); !s.ok()) return call->FinishWith(s);
   if (!call->Parse(*raw_request)) return call->FinishWith(Malformed(call->request()));
   const v1::GetModelRequest* request = &call->request();
   v1::ModelInfo* response = call->response();

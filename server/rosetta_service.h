@@ -9,12 +9,14 @@
 #define ROSETTA_SERVER_ROSETTA_SERVICE_H_
 
 #include <atomic>
+#include <optional>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
+#include "server/api_keys.h"
 #include "server/daemon_options.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
@@ -38,6 +40,9 @@ class RosettaService final : public RawRosettaService {
   RosettaService(const RequestLimits& limits, Metrics* metrics)
       : limits_(limits), metrics_(metrics) {}
 
+  // From now on every call must carry one of `keys` (see ApiKeys). REQUIRES: before the server
+  // starts.
+  void RequireApiKeys(ApiKeys keys) { api_keys_ = std::move(keys); }
   // Starts serving the registry's models. REQUIRES: `registry` outlives every call.
   void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
   // New calls get UNAVAILABLE from now on.
@@ -71,12 +76,15 @@ class RosettaService final : public RawRosettaService {
                    int64_t output_tokens);
 
  private:
+  // OK when no keys are required or the call carries one of them; UNAUTHENTICATED otherwise.
+  absl::Status Authenticate(const grpc::CallbackServerContext& context) const;
   // The model a call may use now, or why not (UNAVAILABLE, NOT_FOUND).
   absl::StatusOr<const ServedModel*> Resolve(const std::string& name) const;
 
   const RequestLimits limits_;
   Metrics* const metrics_;
   std::atomic<const ModelRegistry*> registry_{nullptr};
+  std::optional<ApiKeys> api_keys_;  // set before serving, then only read
   std::atomic<bool> draining_{false};
   mutable absl::Mutex calls_mu_;
   int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;

@@ -49,6 +49,17 @@ absl::Status Server::Start() {
           " has expired: clients will refuse it until it is replaced");
     }
   }
+  if (!options_.api_keys_file.empty()) {
+    absl::StatusOr<ApiKeys> keys = ApiKeys::Load(options_.api_keys_file);
+    if (!keys.ok()) return keys.status();
+    Log("API keys: ", keys->size(), " from ", options_.api_keys_file,
+        "; rosetta.v1.Rosetta needs one (\"authorization: Bearer KEY\"), health and reflection "
+        "do not");
+    if (!options_.tls.enabled()) {
+      Log("warning: API keys without TLS cross the network in plain text (--tls_cert_file)");
+    }
+    service_.RequireApiKeys(*std::move(keys));
+  }
   if (!options_.metrics_listen.empty()) {
     if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;
     const size_t colon = options_.metrics_listen.rfind(':');

@@ -21,6 +21,7 @@ protobuf-compiler-grpc).
 import argparse
 import importlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,7 +101,8 @@ def translate(stub, pb2, args):
     for texts in batches(read_inputs(args)):
         request = pb2.TranslateRequest(model=args.model, options=options)
         set_inputs(request, pb2, texts, args.tokens)
-        response = stub.Translate(request, timeout=args.deadline or None)
+        response = stub.Translate(request, timeout=args.deadline or None,
+                                  metadata=call_metadata(args))
         # One Translation per input, in input order; hypotheses best first.
         for translation in response.translations:
             if args.json:
@@ -120,7 +122,8 @@ def encode(stub, pb2, args):
     for texts in batches(read_inputs(args)):
         request = pb2.EncodeRequest(model=args.model, normalize=args.normalize)
         set_inputs(request, pb2, texts, args.tokens)
-        response = stub.Encode(request, timeout=args.deadline or None)
+        response = stub.Encode(request, timeout=args.deadline or None,
+                               metadata=call_metadata(args))
         for embedding in response.embeddings:
             if args.json:
                 print(json.dumps({"values": list(embedding.values), "tokens": embedding.tokens,
@@ -141,6 +144,18 @@ def health(channel, health_pb2, health_pb2_grpc, args):
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
     print(status)
     return 0 if status == "SERVING" else 1
+
+
+def call_metadata(args):
+    """The API key, for a server that requires one: from --api_key_file, else $ROSETTA_API_KEY."""
+    key = os.environ.get("ROSETTA_API_KEY", "").strip()
+    if args.api_key_file:
+        lines = [line.strip() for line in args.api_key_file.read_text().splitlines()]
+        keys = [line for line in lines if line and not line.startswith("#")]
+        if not keys:
+            sys.exit(f"rosetta_client.py: --api_key_file: {args.api_key_file} holds no key")
+        key = keys[0]
+    return [("authorization", f"Bearer {key}")] if key else []
 
 
 def open_channel(args):
@@ -188,6 +203,8 @@ def main():
     parser.add_argument("--tls_key_file", type=Path, help="PEM private key of --tls_cert_file")
     parser.add_argument("--tls_server_name",
                         help="the name the server's certificate must carry, if not the host's")
+    parser.add_argument("--api_key_file", type=Path,
+                        help="file whose first line is the API key (default: $ROSETTA_API_KEY)")
     parser.add_argument("--stubs", type=Path,
                         help="folder of pre-generated stubs (default: generate them now)")
     args = parser.parse_args()

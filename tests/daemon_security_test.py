@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""rosettad with TLS, end to end: start-up errors for unusable certificate files; translation over
-TLS through the C++ client (flags and ROSETTA_TLS_ variables), the Python client and
-rosetta-loadgen; plaintext clients and clients trusting another CA refused, without flooding the
-log; a certificate rotated while serving; mutual TLS.
+"""rosettad with TLS and API keys, end to end: start-up errors for unusable certificate and key
+files; translation over TLS through the C++ client (flags and ROSETTA_TLS_ variables), the Python
+client and rosetta-loadgen; plaintext clients and clients trusting another CA refused, without
+flooding the log; a certificate rotated while serving; mutual TLS; calls without a valid API key
+refused with UNAUTHENTICATED while health stays open.
 
-    daemon_tls_test.py --rosettad BIN --client BIN --loadgen BIN --shared DIR --source DIR
+    daemon_security_test.py --rosettad BIN --client BIN --loadgen BIN --shared DIR --source DIR
 
 Certificates are made for each run by tests/make_test_certificates.sh (openssl).
 """
@@ -73,7 +74,7 @@ def main():
     model_flags = ["--model", f"aren={model_dir}", "--threads", "1"]
     python_client = [sys.executable, str(args.source / "client/python/rosetta_client.py")]
 
-    with tempfile.TemporaryDirectory(prefix="rosetta-tls-test-") as temporary:
+    with tempfile.TemporaryDirectory(prefix="rosetta-security-test-") as temporary:
         certs = Path(temporary) / "certs"
         for prefix in ["", "other-"]:
             subprocess.run([str(args.source / "tests/make_test_certificates.sh"), str(certs),
@@ -93,6 +94,7 @@ def main():
         check_start_errors(args, model_flags, certs)
         check_tls(args, model_flags, certs, python_client, Path(temporary) / "served")
         check_mutual_tls(args, model_flags, certs, python_client)
+        check_api_keys(args, model_flags, python_client, Path(temporary))
 
     if failures:
         print(f"{len(failures)} check(s) failed:\n  " + "\n  ".join(failures))
@@ -238,6 +240,71 @@ def check_mutual_tls(args, model_flags, certs, python_client):
         status = daemon.stop()
         check(status == 0, "rosettad with mutual TLS exits 0 on SIGTERM",
               "".join(daemon.log[-10:]))
+
+
+def check_api_keys(args, model_flags, python_client, temporary):
+    keys_file = temporary / "keys"
+    first, second = "k1-0123456789abcdef", "k2-FEDCBA9876543210"
+    keys_file.write_text(f"# clients of service A\n{first}\n\n{second}\n")
+    short = temporary / "short-keys"
+    short.write_text(f"{first}\nshort-secret\n")
+    for flags, message in [(["--api_keys_file", str(temporary / "missing")], "cannot read"),
+                           (["--api_keys_file", str(short)], f"{short}:2: the key has 12")]:
+        status, log = start_failure(args, model_flags, *flags)
+        check(status != 0 and message in log and "short-secret" not in log,
+              f"rosettad {' '.join(flags)[-40:]}: exits {status} saying '{message}'", log)
+
+    daemon = Daemon(args.rosettad, *model_flags, "--api_keys_file", str(keys_file))
+    try:
+        if not check(daemon.wait_serving(180), "rosettad with API keys serves",
+                     "".join(daemon.log)):
+            return
+        log = "".join(daemon.log)
+        check("API keys: 2 from" in log and "warning: API keys without TLS" in log,
+              "its log counts the keys and warns that they travel in plain text", log)
+        at = ["--address", daemon.address]
+        key_file = temporary / "client-key"
+        key_file.write_text(f"{first}\n")
+        without = {k: v for k, v in os.environ.items() if k != "ROSETTA_API_KEY"}
+        status, out, err = run([args.client, "translate", *at, KNOWN_INPUT], env=without)
+        check(status == 1 and "UNAUTHENTICATED" in err and "authorization: Bearer KEY" in err,
+              "rosetta translate without a key: UNAUTHENTICATED saying what to send",
+              f"{status} {out!r} {err}")
+        status, out, err = run([args.client, "translate", *at, KNOWN_INPUT],
+                               env=dict(without, ROSETTA_API_KEY="k3-not-a-key-of-this-server"))
+        check(status == 1 and "UNAUTHENTICATED" in err and "not valid" in err,
+              "rosetta translate with a wrong key: UNAUTHENTICATED", f"{status} {out!r} {err}")
+        status, out, err = run([args.client, "translate", *at, "--api_key_file", str(key_file),
+                                KNOWN_INPUT], env=without)
+        check(status == 0 and out.strip() == KNOWN_OUTPUT, "rosetta translate --api_key_file",
+              f"{status} {out!r} {err}")
+        with_second = dict(without, ROSETTA_API_KEY=second)
+        status, out, err = run([args.client, "models", *at], env=with_second)
+        check(status == 0 and "aren" in out, "rosetta models with the second key in ROSETTA_API_KEY",
+              f"{status} {out!r} {err}")
+        status, out, err = run([args.client, "health", *at], env=without)
+        check(status == 0 and out.strip() == "SERVING", "rosetta health needs no key",
+              f"{status} {out!r} {err}")
+        status, out, err = run(python_client + [*at, KNOWN_INPUT], env=without)
+        check(status == 1 and "UNAUTHENTICATED" in err,
+              "rosetta_client.py without a key: UNAUTHENTICATED", f"{status} {out!r} {err}")
+        status, out, err = run(python_client + [*at, KNOWN_INPUT], env=with_second)
+        check(status == 0 and out.strip() == KNOWN_OUTPUT,
+              "rosetta_client.py with ROSETTA_API_KEY translates", f"{status} {out!r} {err}")
+        inputs = temporary / "inputs.txt"
+        inputs.write_text(KNOWN_INPUT + "\n", encoding="utf-8")
+        status, out, err = run([args.loadgen, *at, "--inputs", str(inputs), "--tokens",
+                                "--concurrency", "4", "--requests", "16", "--json",
+                                "--api_key_file", str(key_file)], env=without)
+        try:
+            errors = json.loads(out)["errors"]
+        except (ValueError, KeyError):
+            errors = None
+        check(status == 0 and errors == {},
+              "rosetta-loadgen --api_key_file: 16 requests, no errors", f"{status} {out} {err}")
+    finally:
+        status = daemon.stop()
+        check(status == 0, "rosettad with API keys exits 0 on SIGTERM", "".join(daemon.log[-10:]))
 
 
 if __name__ == "__main__":
