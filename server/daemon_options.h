@@ -11,7 +11,7 @@
 #include "absl/time/time.h"
 #include "hub/hub_model.h"
 #include "server/model_worker.h"
-#include "server/tls.h"
+#include "server/tls_files.h"
 
 namespace rosetta::server {
 

@@ -47,9 +47,10 @@ const char* LevelName(google::protobuf::LogLevel level) {
 
 void ProtobufLog(google::protobuf::LogLevel level, const char* filename, int line,
                  const std::string& message) {
-  static LogRateLimiter limiter(20, absl::Seconds(3));
+  // Never destroyed: library threads may log while the process exits.
+  static auto* limiter = new LogRateLimiter(20, absl::Seconds(3));
   int64_t suppressed = 0;
-  if (level < google::protobuf::LOGLEVEL_FATAL && !limiter.Admit(absl::Now(), &suppressed)) {
+  if (level < google::protobuf::LOGLEVEL_FATAL && !limiter->Admit(absl::Now(), &suppressed)) {
     return;
   }
   const char* slash = std::strrchr(filename, '/');
@@ -60,9 +61,10 @@ void ProtobufLog(google::protobuf::LogLevel level, const char* filename, int lin
 }
 
 void GrpcLog(gpr_log_func_args* args) {
-  static LogRateLimiter limiter(20, absl::Seconds(3));
+  // Never destroyed: library threads may log while the process exits.
+  static auto* limiter = new LogRateLimiter(20, absl::Seconds(3));
   int64_t suppressed = 0;
-  if (!limiter.Admit(absl::Now(), &suppressed)) return;
+  if (!limiter->Admit(absl::Now(), &suppressed)) return;
   const char* slash = std::strrchr(args->file, '/');
   Log("grpc ", gpr_log_severity_string(args->severity), " ",
       slash != nullptr ? slash + 1 : args->file, ":", args->line, ": ", args->message,

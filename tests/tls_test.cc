@@ -1,9 +1,10 @@
-// TLS on the gRPC port: the start-up checks of the certificate files (CheckTlsFiles) and the
-// server credentials in a real handshake: TLS, mutual TLS, and certificates rotated while serving.
-// The certificates are made for each run by tests/make_test_certificates.sh (openssl).
+// TLS on the gRPC port (server/tls): the server credentials in a real handshake (TLS, mutual TLS),
+// certificates rotated while serving, and the private copies gRPC reads. The certificates are
+// made for each run by tests/make_test_certificates.sh (openssl).
 #include "server/tls.h"
 
 #include <grpcpp/grpcpp.h>
+#include <sys/stat.h>
 
 #include <chrono>
 #include <cstdlib>
@@ -33,120 +34,6 @@ class TlsTest : public ::testing::Test {
     return {.cert_file = File("server.crt"), .key_file = File("server.key")};
   }
 };
-
-TEST_F(TlsTest, NoFilesMeansPlaintext) {
-  absl::StatusOr<TlsSummary> summary = CheckTlsFiles({});
-  ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_FALSE(TlsOptions{}.enabled());
-}
-
-TEST_F(TlsTest, SummarizesAGoodPair) {
-  absl::StatusOr<TlsSummary> summary = CheckTlsFiles(ServerTls());
-  ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->subject, "CN=localhost");
-  EXPECT_EQ(summary->issuer, "CN=Rosetta test CA");
-  EXPECT_EQ(summary->chain_certificates, 1);
-  EXPECT_EQ(summary->client_ca_certificates, 0);
-  // make_test_certificates.sh makes them valid for 30 days.
-  EXPECT_GT(summary->not_after, absl::Now() + absl::Hours(24 * 29));
-  EXPECT_LT(summary->not_after, absl::Now() + absl::Hours(24 * 31));
-}
-
-TEST_F(TlsTest, CountsAChainAndClientCas) {
-  const std::string chain = testing::MakeTempDir("chain") + "/chain.crt";
-  testing::WriteFile(chain,
-                     testing::ReadFile(File("server.crt")) + testing::ReadFile(File("ca.crt")));
-  const std::string cas = testing::MakeTempDir("cas") + "/cas.crt";
-  testing::WriteFile(cas,
-                     testing::ReadFile(File("ca.crt")) + testing::ReadFile(File("other-ca.crt")));
-  absl::StatusOr<TlsSummary> summary =
-      CheckTlsFiles({.cert_file = chain, .key_file = File("server.key"), .client_ca_file = cas});
-  ASSERT_TRUE(summary.ok()) << summary.status();
-  EXPECT_EQ(summary->chain_certificates, 2);
-  EXPECT_EQ(summary->client_ca_certificates, 2);
-}
-
-TEST_F(TlsTest, RefusesHalfAConfiguration) {
-  absl::StatusOr<TlsSummary> summary = CheckTlsFiles({.cert_file = File("server.crt")});
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(summary.status().message(), HasSubstr("--tls_cert_file needs --tls_key_file"));
-
-  summary = CheckTlsFiles({.key_file = File("server.key")});
-  EXPECT_THAT(summary.status().message(), HasSubstr("--tls_key_file needs --tls_cert_file"));
-
-  summary = CheckTlsFiles({.client_ca_file = File("ca.crt")});
-  EXPECT_THAT(summary.status().message(), HasSubstr("--tls_client_ca_file needs --tls_cert_file"));
-}
-
-TEST_F(TlsTest, NamesTheFileThatCannotBeRead) {
-  TlsOptions tls = ServerTls();
-  tls.cert_file = File("missing.crt");
-  absl::StatusOr<TlsSummary> summary = CheckTlsFiles(tls);
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(summary.status().message(),
-              AllOf(HasSubstr("--tls_cert_file"), HasSubstr(tls.cert_file)));
-
-  tls = ServerTls();
-  tls.client_ca_file = File("missing-ca.crt");
-  summary = CheckTlsFiles(tls);
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kNotFound);
-  EXPECT_THAT(summary.status().message(),
-              AllOf(HasSubstr("--tls_client_ca_file"), HasSubstr("missing-ca.crt")));
-}
-
-TEST_F(TlsTest, NamesAFileOfTheWrongKind) {
-  // A key where the certificate belongs, and the reverse.
-  absl::StatusOr<TlsSummary> summary =
-      CheckTlsFiles({.cert_file = File("server.key"), .key_file = File("server.key")});
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(summary.status().message(),
-              AllOf(HasSubstr("--tls_cert_file"), HasSubstr("server.key"),
-                    HasSubstr("no PEM certificate")));
-
-  summary = CheckTlsFiles({.cert_file = File("server.crt"), .key_file = File("server.crt")});
-  EXPECT_THAT(
-      summary.status().message(),
-      AllOf(HasSubstr("--tls_key_file"), HasSubstr("server.crt"), HasSubstr("no PEM private key")));
-
-  const std::string garbage = testing::MakeTempDir("garbage") + "/ca.crt";
-  testing::WriteFile(garbage, "not a certificate\n");
-  TlsOptions tls = ServerTls();
-  tls.client_ca_file = garbage;
-  summary = CheckTlsFiles(tls);
-  EXPECT_THAT(summary.status().message(),
-              AllOf(HasSubstr("--tls_client_ca_file"), HasSubstr("no PEM certificate")));
-}
-
-TEST_F(TlsTest, AcceptsATraditionalEcKeyAfterItsParameters) {
-  const std::string key = testing::MakeTempDir("ec") + "/server.key";
-  const std::string command =
-      absl::StrCat("openssl ecparam -name prime256v1 > ", key, " && openssl ec -in ",
-                   File("server.key"), " >> ", key, " 2>/dev/null");
-  ASSERT_EQ(std::system(command.c_str()), 0);
-  absl::StatusOr<TlsSummary> summary =
-      CheckTlsFiles({.cert_file = File("server.crt"), .key_file = key});
-  EXPECT_TRUE(summary.ok()) << summary.status();
-}
-
-TEST_F(TlsTest, RefusesAKeyOfAnotherCertificate) {
-  absl::StatusOr<TlsSummary> summary =
-      CheckTlsFiles({.cert_file = File("server.crt"), .key_file = File("other-server.key")});
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(
-      summary.status().message(),
-      AllOf(HasSubstr("other-server.key"), HasSubstr("does not belong"), HasSubstr("server.crt")));
-}
-
-TEST_F(TlsTest, RefusesAnEncryptedKeyWithoutPrompting) {
-  const std::string encrypted = testing::MakeTempDir("encrypted") + "/server.key";
-  const std::string command = absl::StrCat("openssl pkey -in ", File("server.key"),
-                                           " -aes256 -passout pass:secret -out ", encrypted);
-  ASSERT_EQ(std::system(command.c_str()), 0);
-  absl::StatusOr<TlsSummary> summary =
-      CheckTlsFiles({.cert_file = File("server.crt"), .key_file = encrypted});
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(summary.status().message(), HasSubstr("encrypted key is not supported"));
-}
 
 // A gRPC server with only the health service, over TLS from `tls` (plaintext without files).
 class HealthServer {
@@ -238,82 +125,137 @@ TEST_F(TlsTest, MutualTlsRequiresAClientCertificateOfItsCa) {
             grpc::StatusCode::UNAVAILABLE);
 }
 
-// Replaces `path` in one step (a rename), as a Secret update or cert-manager would.
-void Replace(const std::string& path, const std::string& contents) {
-  testing::WriteFile(path + ".new", contents);
-  std::filesystem::rename(path + ".new", path);
-}
+// A directory laid out as the kubelet lays out a Secret volume: tls.crt and tls.key are symlinks
+// into ..data, itself a symlink to the current version's directory, swapped in one rename.
+class SecretVolume {
+ public:
+  explicit SecretVolume(const std::string& dir) : dir_(dir) {
+    std::filesystem::create_directory_symlink("..data/tls.crt", dir_ + "/tls.crt");
+    std::filesystem::create_directory_symlink("..data/tls.key", dir_ + "/tls.key");
+  }
+  std::string cert_file() const { return dir_ + "/tls.crt"; }
+  std::string key_file() const { return dir_ + "/tls.key"; }
 
-// Whether a check with `credentials` succeeds within `timeout`.
-bool SucceedsWithin(const std::string& address,
-                    const std::shared_ptr<grpc::ChannelCredentials>& credentials,
-                    absl::Duration timeout) {
+  // A new version with both files, taken into use at once.
+  void Publish(const std::string& cert, const std::string& key) {
+    const std::string version = absl::StrCat("..version", ++versions_);
+    std::filesystem::create_directory(dir_ + "/" + version);
+    testing::WriteFile(dir_ + "/" + version + "/tls.crt", cert);
+    testing::WriteFile(dir_ + "/" + version + "/tls.key", key);
+    std::filesystem::create_directory_symlink(version, dir_ + "/..data_tmp");
+    std::filesystem::rename(dir_ + "/..data_tmp", dir_ + "/..data");
+  }
+
+ private:
+  const std::string dir_;
+  int versions_ = 0;
+};
+
+// Whether `condition` holds within `timeout`, polling.
+template <typename Condition>
+bool Within(absl::Duration timeout, Condition condition) {
   const absl::Time end = absl::Now() + timeout;
   while (absl::Now() < end) {
-    if (Check(address, credentials).ok()) return true;
+    if (condition()) return true;
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  return false;
+  return condition();
 }
 
 TEST_F(TlsTest, PicksUpRotatedCertificatesAndKeepsTheLastGoodPair) {
-  const std::string dir = testing::MakeTempDir("rotation");
-  TlsOptions tls = {.cert_file = dir + "/tls.crt",
-                    .key_file = dir + "/tls.key",
-                    .reload_interval = absl::Seconds(1)};
-  testing::WriteFile(tls.cert_file, testing::ReadFile(File("server.crt")));
-  testing::WriteFile(tls.key_file, testing::ReadFile(File("server.key")));
-  HealthServer server(tls);
+  SecretVolume volume(testing::MakeTempDir("secret"));
+  volume.Publish(testing::ReadFile(File("server.crt")), testing::ReadFile(File("server.key")));
+  HealthServer server({.cert_file = volume.cert_file(),
+                       .key_file = volume.key_file(),
+                       .reload_interval = absl::Seconds(1)});
   ASSERT_TRUE(server.started());
+  const TlsCertificates& certificates = server.certificates();
   const auto first_ca = grpc::SslCredentials(TrustingCa(File("ca.crt")));
   const auto second_ca = grpc::SslCredentials(TrustingCa(File("other-ca.crt")));
   ASSERT_TRUE(Check(server.address(), first_ca).ok());
 
   // A certificate of the other CA: clients that trust it get through within a few intervals.
-  Replace(tls.key_file, testing::ReadFile(File("other-server.key")));
-  Replace(tls.cert_file, testing::ReadFile(File("other-server.crt")));
-  EXPECT_TRUE(SucceedsWithin(server.address(), second_ca, absl::Seconds(20)));
+  volume.Publish(testing::ReadFile(File("other-server.crt")),
+                 testing::ReadFile(File("other-server.key")));
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), second_ca).ok(); }));
   EXPECT_FALSE(Check(server.address(), first_ca).ok());
-  EXPECT_EQ(server.certificates().updates_accepted(), 1);
-  EXPECT_EQ(server.certificates().summary().issuer, "CN=Rosetta test CA other-");
+  EXPECT_EQ(certificates.updates_accepted(), 1);
+  EXPECT_EQ(certificates.updates_refused(), 0);
+  EXPECT_EQ(certificates.summary().issuer, "CN=Rosetta test CA other-");
 
-  // Broken updates (a half-written file; a key without its certificate): refused, and the last
-  // good pair stays in use.
-  Replace(tls.cert_file, "-----BEGIN CERTIFICATE-----\ntruncated\n");
-  std::this_thread::sleep_for(std::chrono::seconds(3));
+  // Broken updates: a certificate cut short, then a key of another certificate. Each is refused
+  // once, and the last good pair stays in use.
+  const std::string other_crt = testing::ReadFile(File("other-server.crt"));
+  volume.Publish(other_crt.substr(0, other_crt.size() / 2),
+                 testing::ReadFile(File("other-server.key")));
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 1; }));
+  volume.Publish(other_crt, testing::ReadFile(File("server.key")));
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 2; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // gRPC's own interval
   grpc::Status status = Check(server.address(), second_ca);
   EXPECT_TRUE(status.ok()) << status.error_message();
-  Replace(tls.cert_file, testing::ReadFile(File("other-server.crt")));
-  Replace(tls.key_file, testing::ReadFile(File("server.key")));
-  std::this_thread::sleep_for(std::chrono::seconds(3));
-  status = Check(server.address(), second_ca);
-  EXPECT_TRUE(status.ok()) << status.error_message();
-  EXPECT_EQ(server.certificates().updates_accepted(), 1);
-  EXPECT_EQ(server.certificates().updates_refused(), 2);
+  EXPECT_EQ(certificates.updates_refused(), 2);
+  EXPECT_EQ(certificates.updates_accepted(), 1);
 
   // Fixed: taken into use.
-  Replace(tls.cert_file, testing::ReadFile(File("server.crt")));
-  EXPECT_TRUE(SucceedsWithin(server.address(), first_ca, absl::Seconds(20)));
-  EXPECT_EQ(server.certificates().updates_accepted(), 2);
+  volume.Publish(testing::ReadFile(File("server.crt")), testing::ReadFile(File("server.key")));
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), first_ca).ok(); }));
+  EXPECT_EQ(certificates.updates_accepted(), 2);
 }
 
-TEST_F(TlsTest, RemovesItsPrivateCopies) {
-  const std::string temp = testing::MakeTempDir("tmpdir");
-  const char* previous = std::getenv("TMPDIR");
-  const std::string saved = previous != nullptr ? previous : "";
-  setenv("TMPDIR", temp.c_str(), 1);
-  {
-    absl::StatusOr<std::unique_ptr<TlsCertificates>> certificates =
-        TlsCertificates::Start(ServerTls());
-    ASSERT_TRUE(certificates.ok()) << certificates.status();
-    EXPECT_FALSE(std::filesystem::is_empty(temp));
-  }
-  EXPECT_TRUE(std::filesystem::is_empty(temp));
-  if (previous != nullptr) {
-    setenv("TMPDIR", saved.c_str(), 1);
-  } else {
-    unsetenv("TMPDIR");
-  }
+TEST_F(TlsTest, RestoresPrivateCopiesThatDisappear) {
+  TlsOptions tls = ServerTls();
+  tls.reload_interval = absl::Seconds(1);
+  HealthServer server(tls);
+  ASSERT_TRUE(server.started());
+  std::filesystem::remove(server.certificates().private_dir() + "/current");
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] {
+    return std::filesystem::exists(server.certificates().private_dir() + "/current/tls.key");
+  }));
+  const auto ca = grpc::SslCredentials(TrustingCa(File("ca.crt")));
+  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), ca).ok(); }));
+  EXPECT_EQ(server.certificates().updates_accepted(), 0);
+}
+
+TEST_F(TlsTest, KeepsThePrivateCopiesPrivateAndRemovesThem) {
+  TlsOptions tls = ServerTls();
+  tls.scratch_dir = testing::MakeTempDir("scratch");
+  const mode_t previous = umask(0);  // the worst a process could be started with
+  absl::StatusOr<std::unique_ptr<TlsCertificates>> certificates = TlsCertificates::Start(tls);
+  umask(previous);
+  ASSERT_TRUE(certificates.ok()) << certificates.status();
+  const std::string dir = (*certificates)->private_dir();
+  EXPECT_EQ(std::filesystem::path(dir).parent_path(), tls.scratch_dir);
+  using std::filesystem::perms;
+  auto permissions = [](const std::string& path) {
+    return std::filesystem::status(path).permissions() & perms::all;
+  };
+  EXPECT_EQ(permissions(dir), perms::owner_all);
+  EXPECT_EQ(permissions(dir + "/current"), perms::owner_all);  // the generation it points to
+  EXPECT_EQ(permissions(dir + "/current/tls.key"), perms::owner_read | perms::owner_write);
+  EXPECT_EQ(testing::ReadFile(dir + "/current/tls.key"), testing::ReadFile(File("server.key")));
+  certificates->reset();
+  EXPECT_TRUE(std::filesystem::is_empty(tls.scratch_dir));
+}
+
+TEST_F(TlsTest, RemovesWhatDeadProcessesLeftButNotWhatLiveOnesUse) {
+  TlsOptions tls = ServerTls();
+  tls.scratch_dir = testing::MakeTempDir("scratch");
+  // A live one, and what a killed process left: a directory with an unlocked lock file.
+  absl::StatusOr<std::unique_ptr<TlsCertificates>> live = TlsCertificates::Start(tls);
+  ASSERT_TRUE(live.ok()) << live.status();
+  const std::string left = tls.scratch_dir + "/rosettad-tls-dead01";
+  std::filesystem::create_directories(left + "/1");
+  testing::WriteFile(left + "/lock", "");
+  testing::WriteFile(left + "/1/tls.key", "a key");
+  const std::string unrelated = tls.scratch_dir + "/something-else";
+  std::filesystem::create_directory(unrelated);
+
+  absl::StatusOr<std::unique_ptr<TlsCertificates>> next = TlsCertificates::Start(tls);
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_FALSE(std::filesystem::exists(left));
+  EXPECT_TRUE(std::filesystem::exists((*live)->private_dir() + "/current/tls.key"));
+  EXPECT_TRUE(std::filesystem::exists(unrelated));
 }
 
 TEST_F(TlsTest, StartRefusesWhatCheckTlsFilesRefuses) {
