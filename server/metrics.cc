@@ -111,7 +111,9 @@ class Metrics::StepObserver final : public WorkerObserver {
 // What is read from the workers and the process at scrape time.
 class Metrics::PulledMetrics final : public prometheus::Collectable {
  public:
-  explicit PulledMetrics(const std::atomic<const ModelRegistry*>& registry) : registry_(registry) {}
+  PulledMetrics(const std::atomic<const ModelRegistry*>& registry,
+                const std::atomic<const TlsCertificates*>& tls)
+      : registry_(registry), tls_(tls) {}
 
   // Runs on a thread of its own: civetweb's request threads have small stacks, which the many
   // temporaries below overflowed under AddressSanitizer. A scrape comes every few seconds; a
@@ -189,6 +191,26 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
             false));
       }
     }
+    if (const TlsCertificates* tls = tls_.load()) {
+      families[family("rosetta_tls_certificate_expiry_timestamp_seconds",
+                      "When the server certificate in use expires, in seconds since the epoch.",
+                      MetricType::Gauge)]
+          .metric.push_back(Value(
+              absl::ToDoubleSeconds(tls->summary().not_after - absl::UnixEpoch()), {}, false));
+      const size_t updates =
+          family("rosetta_tls_certificate_updates_total",
+                 "Changes of the TLS files: taken into use (accepted) or not (refused).",
+                 MetricType::Counter);
+      families[updates].metric.push_back(
+          Value(tls->updates_accepted(), {{"result", "accepted"}}, true));
+      families[updates].metric.push_back(
+          Value(tls->updates_refused(), {{"result", "refused"}}, true));
+      families[family("rosetta_tls_files_refused",
+                      "1 while the TLS files on disk are refused (unreadable or failing the "
+                      "checks) and an older certificate stays in use.",
+                      MetricType::Gauge)]
+          .metric.push_back(Value(tls->files_refused() ? 1 : 0, {}, false));
+    }
     double cpu = 0, resident = 0, start = 0;
     if (ReadProcessStat(&cpu, &resident, &start)) {
       families[family("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
@@ -205,11 +227,12 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
   }
 
   const std::atomic<const ModelRegistry*>& registry_;
+  const std::atomic<const TlsCertificates*>& tls_;
 };
 
 Metrics::Metrics()
     : registry_pushed_(std::make_shared<prometheus::Registry>()),
-      pulled_(std::make_shared<PulledMetrics>(registry_)) {
+      pulled_(std::make_shared<PulledMetrics>(registry_, tls_)) {
   prometheus::Registry& r = *registry_pushed_;
   requests_ = &prometheus::BuildCounter()
                    .Name("rosetta_requests_total")

@@ -4,9 +4,8 @@
 // queued and in the engine, tokens, and the worker's batch figures (through WorkerObserver).
 // Pulled at scrape time from the workers' counters: running and waiting sequences, queue capacity,
 // KV cache use, rejections, cancellations and deadline expiries; plus model info and load time,
-// and the process's CPU time and resident memory. Labels are low-cardinality: method, model (only
-// loaded models' names), code, reason.
-// Thread-safe.
+// and the process's CPU time and resident memory; with TLS, the certificate's expiry and updates.
+// Labels are low-cardinality: method, model (only loaded models' names), code, reason. Thread-safe.
 #ifndef ROSETTA_SERVER_METRICS_H_
 #define ROSETTA_SERVER_METRICS_H_
 
@@ -25,6 +24,7 @@
 #include "prometheus/registry.h"
 #include "server/model_registry.h"
 #include "server/model_worker.h"
+#include "server/tls.h"
 
 namespace prometheus {
 class Exposer;
@@ -47,6 +47,9 @@ class Metrics {
 
   // Pulled metrics come from these models from now on. REQUIRES: outlives this object's scrapes.
   void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
+  // Pulled TLS metrics (certificate expiry, updates) come from `tls` from now on; null: none.
+  // REQUIRES: outlives this object's scrapes.
+  void SetTls(const TlsCertificates* tls) { tls_.store(tls); }
   // The observer that records the batches of `model`'s worker; owned by this object.
   WorkerObserver* ObserverFor(const std::string& model);
 
@@ -69,6 +72,7 @@ class Metrics {
   std::unique_ptr<prometheus::Exposer> exposer_;
   int port_ = 0;
   std::atomic<const ModelRegistry*> registry_{nullptr};
+  std::atomic<const TlsCertificates*> tls_{nullptr};
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* request_seconds_;

@@ -18,6 +18,7 @@ Server::~Server() {
   if (!drained_ && server_ != nullptr) Drain();
   metrics_.StopServing();
   metrics_.SetRegistry(nullptr);
+  metrics_.SetTls(nullptr);
 }
 
 absl::Status Server::Start() {
@@ -35,6 +36,7 @@ absl::Status Server::Start() {
     absl::StatusOr<std::unique_ptr<TlsCertificates>> tls = TlsCertificates::Start(options_.tls);
     if (!tls.ok()) return tls.status();
     tls_ = std::move(*tls);
+    metrics_.SetTls(tls_.get());
     const TlsSummary summary = tls_->summary();
     Log("TLS: certificate ", summary.subject, " issued by ", summary.issuer, " (",
         summary.chain_certificates, " in the chain), valid until ",

@@ -179,6 +179,7 @@ void TlsCertificates::CheckForUpdate() {
   std::error_code error;
   const bool copies_missing = !std::filesystem::exists(dir_ + "/current/tls.key", error);
   const bool restore = *pem == installed_;  // and the private copies are gone
+  if (restore) refused_ = TlsPem();         // the files went back to what is in use
   if ((restore && !copies_missing) || *pem == refused_) return;
   absl::StatusOr<TlsSummary> summary = CheckTlsPem(options_, *pem);
   if (!summary.ok()) {
@@ -233,6 +234,11 @@ TlsSummary TlsCertificates::summary() const {
 int64_t TlsCertificates::updates_accepted() const {
   absl::MutexLock lock(&mu_);
   return accepted_;
+}
+
+bool TlsCertificates::files_refused() const {
+  absl::MutexLock lock(&mu_);
+  return !read_error_.empty() || !(refused_ == TlsPem());
 }
 
 int64_t TlsCertificates::updates_refused() const {

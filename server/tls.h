@@ -46,6 +46,9 @@ class TlsCertificates {
   // Updates of the files taken into use, and those refused (each distinct content counted once).
   int64_t updates_accepted() const;
   int64_t updates_refused() const;
+  // Whether the files as they are now were refused (unreadable or failing the checks), so that
+  // an older certificate is still in use: an operator must fix them.
+  bool files_refused() const;
   // The private directory (for tests).
   const std::string& private_dir() const { return dir_; }
 

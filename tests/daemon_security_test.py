@@ -11,13 +11,16 @@ Certificates are made for each run by tests/make_test_certificates.sh (openssl).
 """
 
 import argparse
+import calendar
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from harness import Daemon, check, failures
@@ -48,6 +51,31 @@ def replace(path, source):
     """Replaces `path` with a copy of `source` in one rename, as a Secret update does."""
     shutil.copyfile(source, str(path) + ".new")
     os.replace(str(path) + ".new", path)
+
+
+def certificate_expiry(path):
+    """The certificate's notAfter, in seconds since the epoch (openssl x509 -enddate)."""
+    out = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", str(path)],
+                         capture_output=True, text=True, check=True).stdout
+    when = out.strip().split("=", 1)[1]  # "Dec 23 07:25:33 2026 GMT"
+    return float(calendar.timegm(time.strptime(when, "%b %d %H:%M:%S %Y %Z")))
+
+
+def scrape(url):
+    """The samples of /metrics at `url`: {'name{labels}': value}; {} when it cannot be read."""
+    if url is None:
+        return {}
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            values[name] = float(value)
+    return values
 
 
 def wait_until(predicate, timeout):
@@ -129,7 +157,8 @@ def check_tls(args, model_flags, certs, python_client, served):
     shutil.copyfile(certs / "server.crt", served / "tls.crt")
     shutil.copyfile(certs / "server.key", served / "tls.key")
     daemon = Daemon(args.rosettad, *model_flags, "--tls_cert_file", str(served / "tls.crt"),
-                    "--tls_key_file", str(served / "tls.key"), "--tls_reload_seconds", "1")
+                    "--tls_key_file", str(served / "tls.key"), "--tls_reload_seconds", "1",
+                    "--metrics_listen", "127.0.0.1:0")
     try:
         if not check(daemon.wait_serving(180), "rosettad with TLS serves", "".join(daemon.log)):
             return
@@ -137,6 +166,15 @@ def check_tls(args, model_flags, certs, python_client, served):
         check("TLS: certificate CN=localhost issued by CN=Rosetta test CA" in log
               and "client certificates not requested" in log and " with TLS" in log,
               "its log names the certificate and says TLS", log)
+        metrics_url = re.search(r"metrics on (http://\S+/metrics)", log)
+        metrics_url = metrics_url.group(1) if metrics_url else None
+        expiry = certificate_expiry(certs / "server.crt")
+        values = scrape(metrics_url)
+        check(values.get("rosetta_tls_certificate_expiry_timestamp_seconds") == expiry
+              and values.get('rosetta_tls_certificate_updates_total{result="accepted"}') == 0
+              and values.get("rosetta_tls_files_refused") == 0,
+              "/metrics: the certificate's expiry, no update yet, files not refused",
+              f"expiry {expiry}; {values}")
         port = daemon.address.rsplit(":", 1)[1]
         client = [args.client]
         for address in [f"127.0.0.1:{port}", f"localhost:{port}"]:
@@ -211,6 +249,14 @@ def check_tls(args, model_flags, certs, python_client, served):
         status, out, err = run(client + other)
         check(status == 0, "after a broken update, the last good certificate still serves",
               f"{status} {out!r} {err}")
+        values = scrape(metrics_url)
+        check(values.get("rosetta_tls_certificate_expiry_timestamp_seconds")
+              == certificate_expiry(certs / "other-server.crt")
+              and values.get('rosetta_tls_certificate_updates_total{result="accepted"}') == 1
+              and values.get('rosetta_tls_certificate_updates_total{result="refused"}', 0) >= 1
+              and values.get("rosetta_tls_files_refused") == 1,
+              "/metrics: the new certificate's expiry, one update accepted, the broken files "
+              "refused", str(values))
     finally:
         status = daemon.stop()
         check(status == 0, "rosettad with TLS exits 0 on SIGTERM", "".join(daemon.log[-10:]))
