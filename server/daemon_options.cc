@@ -229,6 +229,15 @@ const std::vector<Flag>& Flags() {
                   "Seconds that requests in flight get to finish after SIGTERM "
                   "or SIGINT. Default 30.",
                   1.0, [](DaemonOptions& o) -> absl::Duration& { return o.drain_timeout; }),
+      SecondsFlag("max_connection_age_seconds",
+                  "Close client connections older than this (gRPC GOAWAY; +-10% jitter) so that "
+                  "clients reconnect and spread over replicas added since; 0: never. Default 0.",
+                  1.0, [](DaemonOptions& o) -> absl::Duration& { return o.max_connection_age; }),
+      SecondsFlag("max_connection_age_grace_seconds",
+                  "Time that calls in flight on a connection closed for its age get to finish. "
+                  "Default 30.",
+                  1.0,
+                  [](DaemonOptions& o) -> absl::Duration& { return o.max_connection_age_grace; }),
       IntFlag("max_message_bytes",
               "Largest request accepted (responses are not capped). Default 4194304.", 1024,
               [](DaemonOptions& o) -> int& { return o.max_message_bytes; }),

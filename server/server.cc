@@ -1,5 +1,7 @@
 #include "server/server.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "engine/model_loader.h"
@@ -84,6 +86,16 @@ absl::Status Server::Start() {
   builder.SetMaxSendMessageSize(-1);
   // Streams a single connection may keep open at once: bounds what one client can hold.
   builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, 1024);
+  if (options_.max_connection_age > absl::ZeroDuration()) {
+    // Behind a connection-level balancer (kube-proxy) or with DNS round-robin, clients re-resolve
+    // and rebalance only when a connection ends.
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(
+                                   std::min(options_.max_connection_age, absl::Hours(24 * 20)))));
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+                               static_cast<int>(absl::ToInt64Milliseconds(std::min(
+                                   options_.max_connection_age_grace, absl::Hours(24 * 20)))));
+  }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {
     server_.reset();

@@ -1066,6 +1066,29 @@ TEST_F(ServerTest, ServesEveryModelOfAModelsDirectory) {
   EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
 }
 
+TEST_F(ServerTest, MaxConnectionAgeMakesClientsReconnect) {
+  DaemonOptions options = Options();
+  options.max_connection_age = absl::Seconds(1);
+  options.max_connection_age_grace = absl::Seconds(1);
+  StartServer(options);
+  v1::TranslateRequest request;
+  request.add_texts("آ ت ز م و ن");
+  v1::TranslateResponse response;
+  ASSERT_TRUE(Translate(request, &response).ok());
+  ASSERT_EQ(channel_->GetState(false), GRPC_CHANNEL_READY);
+  // The server ends the connection after about a second (GOAWAY): the channel leaves READY.
+  const absl::Time end = absl::Now() + absl::Seconds(20);
+  while (channel_->GetState(false) == GRPC_CHANNEL_READY && absl::Now() < end) {
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_NE(channel_->GetState(false), GRPC_CHANNEL_READY);
+  // And the next call connects again.
+  response.Clear();
+  grpc::Status status = Translate(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
+}
+
 TEST_F(ServerTest, HealthFollowsLoadingServingDraining) {
   StartServer(Options(), /*load=*/false);
   EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
