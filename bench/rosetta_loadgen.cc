@@ -467,8 +467,13 @@ int Run() {
       return 2;
     }
     options.api_key = *key;
-  } else if (const char* key = std::getenv("ROSETTA_API_KEY"); key != nullptr) {
-    options.api_key = key;
+  } else if (const char* value = std::getenv("ROSETTA_API_KEY"); value != nullptr) {
+    absl::StatusOr<std::string> key = client::ApiKeyFrom(value, "ROSETTA_API_KEY");
+    if (!key.ok()) {
+      std::cerr << "rosetta-loadgen: " << key.status().message() << "\n";
+      return 2;
+    }
+    options.api_key = *key;
   }
   if (options.concurrency < 1 || options.texts_per_request < 1 || options.clients_per_channel < 1 ||
       (options.duration_seconds <= 0 && options.requests < 1)) {

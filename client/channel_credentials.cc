@@ -66,9 +66,22 @@ absl::StatusOr<std::string> ReadApiKey(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) {
     const absl::string_view key = absl::StripAsciiWhitespace(line);
-    if (!key.empty() && key[0] != '#') return std::string(key);
+    if (!key.empty() && key[0] != '#')
+      return ApiKeyFrom(key, absl::StrCat("--api_key_file ", path));
   }
   return absl::InvalidArgumentError(absl::StrCat("--api_key_file: ", path, " holds no key"));
+}
+
+absl::StatusOr<std::string> ApiKeyFrom(absl::string_view value, absl::string_view source) {
+  const absl::string_view key = absl::StripAsciiWhitespace(value);
+  for (const char c : key) {
+    // gRPC aborts on a metadata value outside printable ASCII (and logs it).
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": the API key has a character other than printable ASCII without spaces"));
+    }
+  }
+  return std::string(key);
 }
 
 }  // namespace rosetta::client

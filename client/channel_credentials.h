@@ -41,9 +41,13 @@ struct ChannelSecurity {
 absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentials(
     const ChannelSecurity& security, grpc::ChannelArguments* arguments);
 
-// The API key in `path`: its first line that is neither blank nor a '#' comment, without the
-// spaces around it. Errors name --api_key_file and the file.
+// The API key in `path`: its first line that is neither blank nor a '#' comment, checked as
+// ApiKeyFrom does. Errors name --api_key_file and the file, never the key.
 absl::StatusOr<std::string> ReadApiKey(const std::string& path);
+
+// `value` without the spaces around it ("" for none), if gRPC metadata can carry it: printable
+// ASCII without spaces. Otherwise InvalidArgument naming `source` (a flag, a variable).
+absl::StatusOr<std::string> ApiKeyFrom(absl::string_view value, absl::string_view source);
 
 // What a call carries when the server requires an API key (rosettad --api_keys_file).
 inline constexpr char kApiKeyMetadata[] = "authorization";

@@ -176,14 +176,19 @@ std::string& ApiKey() {
   return *key;
 }
 
-// Sets the call's deadline (--deadline) and its API key.
-void PrepareContext(grpc::ClientContext* context) {
-  if (!ApiKey().empty()) context->AddMetadata(kApiKeyMetadata, ApiKeyMetadataValue(ApiKey()));
+// Sets the call's deadline (--deadline).
+void SetDeadline(grpc::ClientContext* context) {
   const double seconds = absl::GetFlag(FLAGS_deadline);
   if (seconds <= 0) return;
   context->set_deadline(std::chrono::system_clock::now() +
                         std::chrono::duration_cast<std::chrono::system_clock::duration>(
                             std::chrono::duration<double>(seconds)));
+}
+
+// Sets the call's deadline and its API key (a call of rosetta.v1.Rosetta).
+void PrepareContext(grpc::ClientContext* context) {
+  SetDeadline(context);
+  if (!ApiKey().empty()) context->AddMetadata(kApiKeyMetadata, ApiKeyMetadataValue(ApiKey()));
 }
 
 // Puts `inputs` in `request`: as texts, or with --tokens as token lists.
@@ -265,8 +270,10 @@ std::optional<int> ParseCommand(absl::string_view command, absl::string_view arg
     absl::StatusOr<std::string> key = ReadApiKey(file);
     if (!key.ok()) return UsageError(key.status().message(), command);
     ApiKey() = *key;
-  } else if (const char* key = std::getenv("ROSETTA_API_KEY"); key != nullptr) {
-    ApiKey() = std::string(absl::StripAsciiWhitespace(key));
+  } else if (const char* value = std::getenv("ROSETTA_API_KEY"); value != nullptr) {
+    absl::StatusOr<std::string> key = ApiKeyFrom(value, "ROSETTA_API_KEY");
+    if (!key.ok()) return UsageError(key.status().message(), command);
+    ApiKey() = *key;
   }
   absl::StatusOr<std::shared_ptr<grpc::Channel>> opened = OpenChannel();
   if (!opened.ok()) return UsageError(opened.status().message(), command);
@@ -504,7 +511,7 @@ int Health(const std::vector<std::string>& args) {
   using grpc::health::v1::HealthCheckResponse;
   std::unique_ptr<grpc::health::v1::Health::Stub> stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
-  PrepareContext(&context);
+  SetDeadline(&context);  // health needs no API key
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_service));
   HealthCheckResponse response;

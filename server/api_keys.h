@@ -30,7 +30,8 @@ class ApiKeys {
   // Reads the keys: one per line; blank lines and lines starting with '#' are skipped, spaces
   // around a key ignored. Errors name the file and, for a bad key, its line number (never the
   // key): NotFound when it cannot be read, InvalidArgument when it holds no key, a key shorter
-  // than kMinLength or one with spaces or control characters inside.
+  // than kMinLength or one with a character other than printable ASCII without spaces (what
+  // gRPC metadata can carry).
   static absl::StatusOr<ApiKeys> Load(const std::string& path);
 
   // OK when `authorization` (the metadata's value; nullopt when absent) is "Bearer " and one of

@@ -234,8 +234,8 @@ const std::vector<Flag>& Flags() {
                   "clients reconnect and spread over replicas added since; 0: never. Default 0.",
                   1.0, [](DaemonOptions& o) -> absl::Duration& { return o.max_connection_age; }),
       SecondsFlag("max_connection_age_grace_seconds",
-                  "Time that calls in flight on a connection closed for its age get to finish. "
-                  "Default 30.",
+                  "Time that calls in flight on a connection closed for its age get to finish; "
+                  "past it they end with UNAVAILABLE. 0: as long as they take. Default 0.",
                   1.0,
                   [](DaemonOptions& o) -> absl::Duration& { return o.max_connection_age_grace; }),
       IntFlag("max_message_bytes",
@@ -336,6 +336,11 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
         ") must not exceed --max_queued_texts (", options.batching.max_queued_texts, ")"));
   }
   if (absl::Status s = CheckTlsFlags(options.tls); !s.ok()) return s;
+  if (options.max_connection_age > absl::ZeroDuration() &&
+      options.max_connection_age < absl::Seconds(1)) {
+    return absl::InvalidArgumentError(
+        "--max_connection_age_seconds must be 0 (never) or at least 1");
+  }
   if (options.limits.max_beam_size > 16) {
     return absl::InvalidArgumentError("--max_beam_size: the engine supports at most 16");
   }

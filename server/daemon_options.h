@@ -46,10 +46,11 @@ struct DaemonOptions {
   RequestLimits limits;
   absl::Duration drain_timeout = absl::Seconds(30);  // SIGTERM: time for requests in flight
   int max_message_bytes = 4 << 20;                   // largest request on the wire (gRPC's default)
-  // Connections older than this get a GOAWAY, so that clients reconnect (and find new replicas);
-  // zero: never. Calls in flight then get max_connection_age_grace before the connection closes.
+  // Connections older than this (at least 1 s) get a GOAWAY, so that clients reconnect (and find
+  // new replicas); zero: never. Calls in flight then get max_connection_age_grace before the
+  // connection closes; zero: as long as they take.
   absl::Duration max_connection_age = absl::ZeroDuration();
-  absl::Duration max_connection_age_grace = absl::Seconds(30);
+  absl::Duration max_connection_age_grace = absl::ZeroDuration();
 };
 
 // Parses flags (argv[0] is skipped). `--config FILE` reads more flags from FILE, one per line

@@ -193,10 +193,12 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
     }
     if (const TlsCertificates* tls = tls_.load()) {
       families[family("rosetta_tls_certificate_expiry_timestamp_seconds",
-                      "When the server certificate in use expires, in seconds since the epoch.",
+                      "When the first certificate of the chain in use (the server's or an "
+                      "intermediate) expires, in seconds since the epoch.",
                       MetricType::Gauge)]
-          .metric.push_back(Value(
-              absl::ToDoubleSeconds(tls->summary().not_after - absl::UnixEpoch()), {}, false));
+          .metric.push_back(
+              Value(absl::ToDoubleSeconds(tls->summary().chain_not_after - absl::UnixEpoch()), {},
+                    false));
       const size_t updates =
           family("rosetta_tls_certificate_updates_total",
                  "Changes of the TLS files: taken into use (accepted) or not (refused).",
@@ -206,8 +208,9 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
       families[updates].metric.push_back(
           Value(tls->updates_refused(), {{"result", "refused"}}, true));
       families[family("rosetta_tls_files_refused",
-                      "1 while the TLS files on disk are refused (unreadable or failing the "
-                      "checks) and an older certificate stays in use.",
+                      "1 while the TLS files on disk are not in use (unreadable, failing the "
+                      "checks, or their copies cannot be written) and an older certificate is "
+                      "served.",
                       MetricType::Gauge)]
           .metric.push_back(Value(tls->files_refused() ? 1 : 0, {}, false));
     }

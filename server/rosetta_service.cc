@@ -299,9 +299,13 @@ bool RosettaService::WaitForCalls(absl::Time deadline) {
 absl::Status RosettaService::Authenticate(const grpc::CallbackServerContext& context) const {
   if (!api_keys_.has_value()) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
-  auto it = metadata.find(ApiKeys::kMetadataKey);
-  if (it == metadata.end()) return api_keys_->Authenticate(std::nullopt);
-  return api_keys_->Authenticate(absl::string_view(it->second.data(), it->second.size()));
+  const auto [first, last] = metadata.equal_range(ApiKeys::kMetadataKey);
+  if (first == last) return api_keys_->Authenticate(std::nullopt);
+  if (std::next(first) != last) {
+    // Which one counts would depend on their order (a proxy may add its own): neither does.
+    return absl::UnauthenticatedError("send one \"authorization\" metadata entry, not several");
+  }
+  return api_keys_->Authenticate(absl::string_view(first->second.data(), first->second.size()));
 }
 
 absl::StatusOr<const ServedModel*> RosettaService::Resolve(const std::string& name) const {

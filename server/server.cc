@@ -92,9 +92,12 @@ absl::Status Server::Start() {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS,
                                static_cast<int>(absl::ToInt64Milliseconds(
                                    std::min(options_.max_connection_age, absl::Hours(24 * 20)))));
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
-                               static_cast<int>(absl::ToInt64Milliseconds(std::min(
-                                   options_.max_connection_age_grace, absl::Hours(24 * 20)))));
+    if (options_.max_connection_age_grace > absl::ZeroDuration()) {
+      builder.AddChannelArgument(
+          GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS,
+          static_cast<int>(absl::ToInt64Milliseconds(std::clamp(
+              options_.max_connection_age_grace, absl::Milliseconds(1), absl::Hours(24 * 20)))));
+    }
   }
   server_ = builder.BuildAndStart();
   if (server_ == nullptr || port_ == 0) {

@@ -179,7 +179,10 @@ void TlsCertificates::CheckForUpdate() {
   std::error_code error;
   const bool copies_missing = !std::filesystem::exists(dir_ + "/current/tls.key", error);
   const bool restore = *pem == installed_;  // and the private copies are gone
-  if (restore) refused_ = TlsPem();         // the files went back to what is in use
+  if (restore) {                            // the files went back to what is in use
+    refused_ = TlsPem();
+    if (!copies_missing) install_failing_ = false;
+  }
   if ((restore && !copies_missing) || *pem == refused_) return;
   absl::StatusOr<TlsSummary> summary = CheckTlsPem(options_, *pem);
   if (!summary.ok()) {
@@ -190,9 +193,11 @@ void TlsCertificates::CheckForUpdate() {
   }
   if (absl::Status s = Install(*pem); !s.ok()) {
     // Not remembered as refused: the next interval tries again.
+    install_failing_ = true;
     Log("error: TLS: cannot take the certificate into use: ", s.message(), kept);
     return;
   }
+  install_failing_ = false;
   refused_ = TlsPem();
   if (restore) {
     Log("TLS: the private copies of the certificate in use were gone from ", dir_,
@@ -238,7 +243,7 @@ int64_t TlsCertificates::updates_accepted() const {
 
 bool TlsCertificates::files_refused() const {
   absl::MutexLock lock(&mu_);
-  return !read_error_.empty() || !(refused_ == TlsPem());
+  return !read_error_.empty() || !(refused_ == TlsPem()) || install_failing_;
 }
 
 int64_t TlsCertificates::updates_refused() const {

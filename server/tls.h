@@ -46,8 +46,8 @@ class TlsCertificates {
   // Updates of the files taken into use, and those refused (each distinct content counted once).
   int64_t updates_accepted() const;
   int64_t updates_refused() const;
-  // Whether the files as they are now were refused (unreadable or failing the checks), so that
-  // an older certificate is still in use: an operator must fix them.
+  // Whether the files as they are now are not in use (unreadable, failing the checks, or their
+  // private copies cannot be written), so that an older certificate is still served.
   bool files_refused() const;
   // The private directory (for tests).
   const std::string& private_dir() const { return dir_; }
@@ -65,7 +65,8 @@ class TlsCertificates {
   mutable absl::Mutex mu_;
   TlsPem installed_ ABSL_GUARDED_BY(mu_);
   TlsPem refused_ ABSL_GUARDED_BY(mu_);  // the last content refused, so that it is logged once
-  std::string read_error_ ABSL_GUARDED_BY(mu_);  // likewise for a file that cannot be read
+  std::string read_error_ ABSL_GUARDED_BY(mu_);        // likewise for a file that cannot be read
+  bool install_failing_ ABSL_GUARDED_BY(mu_) = false;  // the last Install of new files failed
   TlsSummary summary_ ABSL_GUARDED_BY(mu_);
   int generation_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;

@@ -178,6 +178,10 @@ absl::StatusOr<TlsSummary> CheckTlsPem(const TlsOptions& options, const TlsPem& 
   summary.subject = NameText(X509_get_subject_name(leaf));
   summary.issuer = NameText(X509_get_issuer_name(leaf));
   summary.not_after = NotAfter(leaf);
+  summary.chain_not_after = summary.not_after;
+  for (const Certificate& certificate : *chain) {
+    summary.chain_not_after = std::min(summary.chain_not_after, NotAfter(certificate.get()));
+  }
   summary.chain_certificates = static_cast<int>(chain->size());
   if (!options.client_ca_file.empty()) {
     absl::StatusOr<std::vector<Certificate>> cas =

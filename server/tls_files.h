@@ -37,6 +37,8 @@ struct TlsSummary {
   std::string subject;             // the server certificate's subject ("CN=rosetta,O=...")
   std::string issuer;              // and its issuer
   absl::Time not_after;            // when it expires
+  absl::Time chain_not_after;      // when the first certificate of the chain expires (the
+                                   // server's or an intermediate it sends)
   int chain_certificates = 0;      // certificates in cert_file
   int client_ca_certificates = 0;  // certificates in client_ca_file (0 without mutual TLS)
 };

@@ -78,8 +78,11 @@ TEST(ApiKeysTest, LoadErrorsNameTheFileAndLineButNotTheKey) {
 
   keys = ApiKeys::Load(KeysFile("two words in one key line\n"));
   EXPECT_THAT(keys.status().message(),
-              AllOf(HasSubstr(":1"), HasSubstr("space or a control character"),
+              AllOf(HasSubstr(":1"), HasSubstr("printable ASCII without spaces"),
                     Not(HasSubstr("two words"))));
+  // gRPC metadata cannot carry such a key: no client could send it.
+  keys = ApiKeys::Load(KeysFile("k\xc3\xa9-0123456789abcdef\n"));
+  EXPECT_THAT(keys.status().message(), HasSubstr("printable ASCII without spaces"));
 }
 
 }  // namespace

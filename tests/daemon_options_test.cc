@@ -147,6 +147,22 @@ TEST(DaemonOptionsTest, TlsFlags) {
               HasSubstr("--tls_reload_seconds: \"0\" is not an integer >= 1"));
 }
 
+TEST(DaemonOptionsTest, MaxConnectionAge) {
+  auto options = Parse({"--model", "m=/m", "--max_connection_age_seconds", "300",
+                        "--max_connection_age_grace_seconds=20"});
+  ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->max_connection_age, absl::Seconds(300));
+  EXPECT_EQ(options->max_connection_age_grace, absl::Seconds(20));
+  auto defaults = Parse({"--model", "m=/m"});
+  ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->max_connection_age, absl::ZeroDuration());        // never
+  EXPECT_EQ(defaults->max_connection_age_grace, absl::ZeroDuration());  // no limit
+  // Under a second (0.0004 s would be 0 ms to gRPC: every connection closed at once).
+  EXPECT_THAT(
+      Parse({"--model", "m=/m", "--max_connection_age_seconds", "0.0004"}).status().message(),
+      HasSubstr("--max_connection_age_seconds must be 0 (never) or at least 1"));
+}
+
 TEST(CpuCountTest, ReadsCgroupQuotas) {
   EXPECT_EQ(CpusFromCgroupV2("max 100000\n"), std::nullopt);
   EXPECT_EQ(CpusFromCgroupV2("200000 100000\n"), 2);

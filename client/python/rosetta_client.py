@@ -102,7 +102,7 @@ def translate(stub, pb2, args):
         request = pb2.TranslateRequest(model=args.model, options=options)
         set_inputs(request, pb2, texts, args.tokens)
         response = stub.Translate(request, timeout=args.deadline or None,
-                                  metadata=call_metadata(args))
+                                  metadata=args.metadata)
         # One Translation per input, in input order; hypotheses best first.
         for translation in response.translations:
             if args.json:
@@ -123,7 +123,7 @@ def encode(stub, pb2, args):
         request = pb2.EncodeRequest(model=args.model, normalize=args.normalize)
         set_inputs(request, pb2, texts, args.tokens)
         response = stub.Encode(request, timeout=args.deadline or None,
-                               metadata=call_metadata(args))
+                               metadata=args.metadata)
         for embedding in response.embeddings:
             if args.json:
                 print(json.dumps({"values": list(embedding.values), "tokens": embedding.tokens,
@@ -146,15 +146,26 @@ def health(channel, health_pb2, health_pb2_grpc, args):
     return 0 if status == "SERVING" else 1
 
 
-def call_metadata(args):
-    """The API key, for a server that requires one: from --api_key_file, else $ROSETTA_API_KEY."""
-    key = os.environ.get("ROSETTA_API_KEY", "").strip()
+def api_key_metadata(args):
+    """The metadata that carries the API key, for a server that requires one: the first key line
+    of --api_key_file, else $ROSETTA_API_KEY; [] for none."""
+    source, key = "ROSETTA_API_KEY", os.environ.get("ROSETTA_API_KEY", "")
     if args.api_key_file:
-        lines = [line.strip() for line in args.api_key_file.read_text().splitlines()]
+        source = f"--api_key_file {args.api_key_file}"
+        try:
+            lines = [line.strip() for line in args.api_key_file.read_text().splitlines()]
+        except OSError as error:
+            sys.exit(f"rosetta_client.py: --api_key_file: cannot read {args.api_key_file}: "
+                     f"{error.strerror}")
         keys = [line for line in lines if line and not line.startswith("#")]
         if not keys:
             sys.exit(f"rosetta_client.py: --api_key_file: {args.api_key_file} holds no key")
         key = keys[0]
+    key = key.strip()
+    # gRPC metadata carries printable ASCII only.
+    if any(not 0x21 <= ord(c) <= 0x7e for c in key):
+        sys.exit(f"rosetta_client.py: {source}: the API key has a character other than "
+                 "printable ASCII without spaces")
     return [("authorization", f"Bearer {key}")] if key else []
 
 
@@ -208,6 +219,7 @@ def main():
     parser.add_argument("--stubs", type=Path,
                         help="folder of pre-generated stubs (default: generate them now)")
     args = parser.parse_args()
+    args.metadata = api_key_metadata(args)
 
     with tempfile.TemporaryDirectory(prefix="rosetta-stubs-") as temporary:
         stubs_dir = args.stubs
