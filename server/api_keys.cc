@@ -3,21 +3,24 @@
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
 
-#include <fstream>
-
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "server/small_file.h"
 
 namespace rosetta::server {
 
 absl::StatusOr<ApiKeys> ApiKeys::Load(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--api_keys_file: cannot read ", path));
+  absl::StatusOr<std::string> contents = ReadSmallFile("api_keys_file", path, kMaxFileBytes);
+  if (!contents.ok()) return contents.status();
+  return Parse(path, *contents);
+}
+
+absl::StatusOr<ApiKeys> ApiKeys::Parse(const std::string& path, absl::string_view contents) {
   ApiKeys keys;
-  std::string line;
   int number = 0;
-  while (std::getline(in, line)) {
+  for (absl::string_view line : absl::StrSplit(contents, '\n')) {
     ++number;
     const absl::string_view key = absl::StripAsciiWhitespace(line);
     if (key.empty() || key[0] == '#') continue;

@@ -33,6 +33,10 @@ class ApiKeys {
   // than kMinLength or one with a character other than printable ASCII without spaces (what
   // gRPC metadata can carry).
   static absl::StatusOr<ApiKeys> Load(const std::string& path);
+  // The same from the file's `contents` (`path` only names it in errors).
+  static absl::StatusOr<ApiKeys> Parse(const std::string& path, absl::string_view contents);
+  // The largest keys file accepted.
+  static constexpr size_t kMaxFileBytes = 1 << 20;
 
   // OK when `authorization` (the metadata's value; nullopt when absent) is "Bearer " and one of
   // the keys; otherwise UNAUTHENTICATED, saying whether the key was missing or wrong. Compares in

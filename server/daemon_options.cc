@@ -102,8 +102,13 @@ const std::vector<Flag>& Flags() {
                  "File of API keys, one per line (at least 16 characters each; '#' comments): "
                  "every call of rosetta.v1.Rosetta must then send the metadata "
                  "\"authorization: Bearer KEY\" with one of them (UNAUTHENTICATED otherwise). "
-                 "Health and reflection stay open. Read at start-up.",
+                 "Health and reflection stay open. Re-read every --api_keys_reload_seconds.",
                  [](DaemonOptions& o) -> std::string& { return o.api_keys_file; }),
+      SecondsFlag("api_keys_reload_seconds",
+                  "How often --api_keys_file is re-read, so that keys are added and revoked "
+                  "without a restart (0: never). Default 60.",
+                  1.0,
+                  [](DaemonOptions& o) -> absl::Duration& { return o.api_keys_reload_interval; }),
       {"tls_reload_seconds", "How often the TLS files are re-read, in seconds (>= 1). Default 60.",
        [](absl::string_view v, DaemonOptions& o) -> absl::Status {
          int seconds = 0;

@@ -33,6 +33,7 @@ struct DaemonOptions {
   std::string metrics_listen = "0.0.0.0:9400";  // Prometheus /metrics; empty: none
   TlsOptions tls;                               // TLS on `listen`; plaintext when no certificate
   std::string api_keys_file;  // set: the Rosetta service needs one of its keys (see ApiKeys)
+  absl::Duration api_keys_reload_interval = absl::Seconds(60);  // zero: read at start-up only
   // The first is the default model. A path that is not a directory but a Hub id
   // ("org/name[@revision]") is fetched into the Hugging Face cache.
   std::vector<ModelSpec> models;

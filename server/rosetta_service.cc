@@ -297,7 +297,7 @@ bool RosettaService::WaitForCalls(absl::Time deadline) {
 }
 
 absl::Status RosettaService::Authenticate(const grpc::CallbackServerContext& context) const {
-  if (!api_keys_.has_value()) return absl::OkStatus();
+  if (api_keys_ == nullptr) return absl::OkStatus();
   const auto& metadata = context.client_metadata();
   const auto [first, last] = metadata.equal_range(ApiKeys::kMetadataKey);
   if (first == last) return api_keys_->Authenticate(std::nullopt);

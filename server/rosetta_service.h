@@ -9,14 +9,14 @@
 #define ROSETTA_SERVER_ROSETTA_SERVICE_H_
 
 #include <atomic>
-#include <optional>
+#include <memory>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "rosetta/v1/rosetta.grpc.pb.h"
-#include "server/api_keys.h"
+#include "server/api_key_file.h"
 #include "server/daemon_options.h"
 #include "server/metrics.h"
 #include "server/model_registry.h"
@@ -42,7 +42,7 @@ class RosettaService final : public RawRosettaService {
 
   // From now on every call must carry one of `keys` (see ApiKeys). REQUIRES: before the server
   // starts.
-  void RequireApiKeys(ApiKeys keys) { api_keys_ = std::move(keys); }
+  void RequireApiKeys(std::unique_ptr<ApiKeyFile> keys) { api_keys_ = std::move(keys); }
   // Starts serving the registry's models. REQUIRES: `registry` outlives every call.
   void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
   // New calls get UNAVAILABLE from now on.
@@ -84,7 +84,7 @@ class RosettaService final : public RawRosettaService {
   const RequestLimits limits_;
   Metrics* const metrics_;
   std::atomic<const ModelRegistry*> registry_{nullptr};
-  std::optional<ApiKeys> api_keys_;  // set before serving, then only read
+  std::unique_ptr<ApiKeyFile> api_keys_;  // set before serving, then only read
   std::atomic<bool> draining_{false};
   mutable absl::Mutex calls_mu_;
   int calls_ ABSL_GUARDED_BY(calls_mu_) = 0;

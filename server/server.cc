@@ -54,11 +54,15 @@ absl::Status Server::Start() {
     }
   }
   if (!options_.api_keys_file.empty()) {
-    absl::StatusOr<ApiKeys> keys = ApiKeys::Load(options_.api_keys_file);
+    absl::StatusOr<std::unique_ptr<ApiKeyFile>> keys =
+        ApiKeyFile::Start(options_.api_keys_file, options_.api_keys_reload_interval);
     if (!keys.ok()) return keys.status();
-    Log("API keys: ", keys->size(), " from ", options_.api_keys_file,
+    Log("API keys: ", (*keys)->size(), " from ", options_.api_keys_file,
         "; rosetta.v1.Rosetta needs one (\"authorization: Bearer KEY\"), health and reflection "
-        "do not");
+        "do not; the file is re-read ",
+        options_.api_keys_reload_interval > absl::ZeroDuration()
+            ? absl::StrCat("every ", absl::FormatDuration(options_.api_keys_reload_interval))
+            : std::string("never"));
     if (!options_.tls.enabled()) {
       Log("warning: API keys without TLS cross the network in plain text (--tls_cert_file)");
     }

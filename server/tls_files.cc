@@ -1,20 +1,18 @@
 #include "server/tls_files.h"
 
-#include <fcntl.h>
 #include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "server/small_file.h"
 
 namespace rosetta::server {
 
@@ -32,33 +30,6 @@ struct KeyDeleter {
 using Bio = std::unique_ptr<BIO, BioDeleter>;
 using Certificate = std::unique_ptr<X509, X509Deleter>;
 using PrivateKey = std::unique_ptr<EVP_PKEY, KeyDeleter>;
-
-absl::StatusOr<std::string> ReadFile(const char* flag, const std::string& path) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-  const int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  struct stat info = {};
-  std::string contents;
-  absl::Status status;
-  if (fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
-    status = absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " is not a file"));
-  } else if (static_cast<size_t>(info.st_size) > kMaxTlsFileBytes) {
-    status = absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, " has ", info.st_size,
-                                                     " bytes; at most ", kMaxTlsFileBytes));
-  } else {
-    char buffer[16384];
-    for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) != 0;) {
-      if (n < 0 || contents.size() + static_cast<size_t>(n) > kMaxTlsFileBytes) {
-        status = absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-        break;
-      }
-      contents.append(buffer, static_cast<size_t>(n));
-    }
-  }
-  close(fd);
-  if (!status.ok()) return status;
-  return contents;
-}
 
 absl::Status Invalid(const char* flag, const std::string& path, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, ": ", what));
@@ -142,14 +113,17 @@ absl::Status CheckTlsFlags(const TlsOptions& options) {
 
 absl::StatusOr<TlsPem> ReadTlsPem(const TlsOptions& options) {
   TlsPem pem;
-  absl::StatusOr<std::string> chain = ReadFile("tls_cert_file", options.cert_file);
+  absl::StatusOr<std::string> chain =
+      ReadSmallFile("tls_cert_file", options.cert_file, kMaxTlsFileBytes);
   if (!chain.ok()) return chain.status();
   pem.chain = std::move(*chain);
-  absl::StatusOr<std::string> key = ReadFile("tls_key_file", options.key_file);
+  absl::StatusOr<std::string> key =
+      ReadSmallFile("tls_key_file", options.key_file, kMaxTlsFileBytes);
   if (!key.ok()) return key.status();
   pem.key = std::move(*key);
   if (!options.client_ca_file.empty()) {
-    absl::StatusOr<std::string> ca = ReadFile("tls_client_ca_file", options.client_ca_file);
+    absl::StatusOr<std::string> ca =
+        ReadSmallFile("tls_client_ca_file", options.client_ca_file, kMaxTlsFileBytes);
     if (!ca.ok()) return ca.status();
     pem.client_ca = std::move(*ca);
   }

@@ -147,14 +147,16 @@ TEST(DaemonOptionsTest, TlsFlags) {
               HasSubstr("--tls_reload_seconds: \"0\" is not an integer >= 1"));
 }
 
-TEST(DaemonOptionsTest, MaxConnectionAge) {
+TEST(DaemonOptionsTest, MaxConnectionAgeAndApiKeysReload) {
   auto options = Parse({"--model", "m=/m", "--max_connection_age_seconds", "300",
-                        "--max_connection_age_grace_seconds=20"});
+                        "--max_connection_age_grace_seconds=20", "--api_keys_reload_seconds=0"});
   ASSERT_TRUE(options.ok()) << options.status();
+  EXPECT_EQ(options->api_keys_reload_interval, absl::ZeroDuration());
   EXPECT_EQ(options->max_connection_age, absl::Seconds(300));
   EXPECT_EQ(options->max_connection_age_grace, absl::Seconds(20));
   auto defaults = Parse({"--model", "m=/m"});
   ASSERT_TRUE(defaults.ok()) << defaults.status();
+  EXPECT_EQ(defaults->api_keys_reload_interval, absl::Seconds(60));
   EXPECT_EQ(defaults->max_connection_age, absl::ZeroDuration());        // never
   EXPECT_EQ(defaults->max_connection_age_grace, absl::ZeroDuration());  // no limit
   // Under a second (0.0004 s would be 0 ms to gRPC: every connection closed at once).

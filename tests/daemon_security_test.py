@@ -310,7 +310,8 @@ def check_api_keys(args, model_flags, python_client, temporary, stubs):
         check(status != 0 and message in log and "short-secret" not in log,
               f"rosettad {' '.join(flags)[-40:]}: exits {status} saying '{message}'", log)
 
-    daemon = Daemon(args.rosettad, *model_flags, "--api_keys_file", str(keys_file))
+    daemon = Daemon(args.rosettad, *model_flags, "--api_keys_file", str(keys_file),
+                    "--api_keys_reload_seconds", "1")
     try:
         if not check(daemon.wait_serving(180), "rosettad with API keys serves",
                      "".join(daemon.log)):
@@ -383,6 +384,21 @@ def check_api_keys(args, model_flags, python_client, temporary, stubs):
             errors = None
         check(status == 0 and errors == {},
               "rosetta-loadgen --api_key_file: 16 requests, no errors", f"{status} {out} {err}")
+
+        # Keys rotated while serving: the first revoked, a third added.
+        third = "k3-the-third-key-0000"
+        replacement = temporary / "keys.new"
+        replacement.write_text(f"{second}\n{third}\n")
+        os.replace(replacement, keys_file)
+        with_third = dict(without, ROSETTA_API_KEY=third)
+        check(wait_until(lambda: run([args.client, "models", *at], env=with_third)[0] == 0, 30),
+              "a key added to the file is accepted without a restart", "".join(daemon.log[-5:]))
+        status, out, err = run([args.client, "models", *at, "--api_key_file", str(key_file)],
+                               env=without)
+        check(status == 1 and "not valid" in err, "a key removed from the file is refused",
+              f"{status} {out!r} {err}")
+        check(any("API keys: 2 keys from" in line and "(2 before)" in line for line in daemon.log),
+              "the key rotation is logged", "".join(daemon.log[-5:]))
     finally:
         status = daemon.stop()
         check(status == 0, "rosettad with API keys exits 0 on SIGTERM", "".join(daemon.log[-10:]))

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "absl/time/clock.h"
 #include "gtest/gtest.h"
 
 namespace rosetta::testing {
@@ -37,6 +38,15 @@ std::string MakeTempDir(const std::string& name) {
 void WriteFile(const std::string& path, const std::string& content) {
   std::ofstream out(path, std::ios::binary);
   out << content;
+}
+
+bool Within(absl::Duration timeout, const std::function<bool()>& condition) {
+  const absl::Time end = absl::Now() + timeout;
+  while (absl::Now() < end) {
+    if (condition()) return true;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return condition();
 }
 
 std::string ReadFile(const std::string& path) {

@@ -3,9 +3,12 @@
 #define ROSETTA_TESTS_TEST_UTIL_H_
 
 #include <cstdint>
+#include <functional>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "absl/time/time.h"
 
 namespace rosetta::testing {
 
@@ -21,6 +24,9 @@ std::string ProcessTempDir();
 std::string MakeTempDir(const std::string& name);
 void WriteFile(const std::string& path, const std::string& content);
 std::string ReadFile(const std::string& path);
+
+// Whether `condition` holds within `timeout`, checking it every 100 ms (and once more at the end).
+bool Within(absl::Duration timeout, const std::function<bool()>& condition);
 
 std::vector<float> RandomVector(size_t n, std::mt19937& rng, float scale = 1.0f);
 

@@ -152,15 +152,6 @@ class SecretVolume {
 };
 
 // Whether `condition` holds within `timeout`, polling.
-template <typename Condition>
-bool Within(absl::Duration timeout, Condition condition) {
-  const absl::Time end = absl::Now() + timeout;
-  while (absl::Now() < end) {
-    if (condition()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-  }
-  return condition();
-}
 
 TEST_F(TlsTest, PicksUpRotatedCertificatesAndKeepsTheLastGoodPair) {
   SecretVolume volume(testing::MakeTempDir("secret"));
@@ -177,7 +168,8 @@ TEST_F(TlsTest, PicksUpRotatedCertificatesAndKeepsTheLastGoodPair) {
   // A certificate of the other CA: clients that trust it get through within a few intervals.
   volume.Publish(testing::ReadFile(File("other-server.crt")),
                  testing::ReadFile(File("other-server.key")));
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), second_ca).ok(); }));
+  EXPECT_TRUE(
+      testing::Within(absl::Seconds(20), [&] { return Check(server.address(), second_ca).ok(); }));
   EXPECT_FALSE(Check(server.address(), first_ca).ok());
   EXPECT_EQ(certificates.updates_accepted(), 1);
   EXPECT_EQ(certificates.updates_refused(), 0);
@@ -188,9 +180,11 @@ TEST_F(TlsTest, PicksUpRotatedCertificatesAndKeepsTheLastGoodPair) {
   const std::string other_crt = testing::ReadFile(File("other-server.crt"));
   volume.Publish(other_crt.substr(0, other_crt.size() / 2),
                  testing::ReadFile(File("other-server.key")));
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 1; }));
+  EXPECT_TRUE(
+      testing::Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 1; }));
   volume.Publish(other_crt, testing::ReadFile(File("server.key")));
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 2; }));
+  EXPECT_TRUE(
+      testing::Within(absl::Seconds(20), [&] { return certificates.updates_refused() == 2; }));
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // gRPC's own interval
   grpc::Status status = Check(server.address(), second_ca);
   EXPECT_TRUE(status.ok()) << status.error_message();
@@ -199,7 +193,8 @@ TEST_F(TlsTest, PicksUpRotatedCertificatesAndKeepsTheLastGoodPair) {
 
   // Fixed: taken into use.
   volume.Publish(testing::ReadFile(File("server.crt")), testing::ReadFile(File("server.key")));
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), first_ca).ok(); }));
+  EXPECT_TRUE(
+      testing::Within(absl::Seconds(20), [&] { return Check(server.address(), first_ca).ok(); }));
   EXPECT_EQ(certificates.updates_accepted(), 2);
 }
 
@@ -209,11 +204,11 @@ TEST_F(TlsTest, RestoresPrivateCopiesThatDisappear) {
   HealthServer server(tls);
   ASSERT_TRUE(server.started());
   std::filesystem::remove(server.certificates().private_dir() + "/current");
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] {
+  EXPECT_TRUE(testing::Within(absl::Seconds(20), [&] {
     return std::filesystem::exists(server.certificates().private_dir() + "/current/tls.key");
   }));
   const auto ca = grpc::SslCredentials(TrustingCa(File("ca.crt")));
-  EXPECT_TRUE(Within(absl::Seconds(20), [&] { return Check(server.address(), ca).ok(); }));
+  EXPECT_TRUE(testing::Within(absl::Seconds(20), [&] { return Check(server.address(), ca).ok(); }));
   EXPECT_EQ(server.certificates().updates_accepted(), 0);
 }
 

@@ -1,0 +1,101 @@
+#include "server/api_key_file.h"
+
+#include "absl/strings/str_cat.h"
+#include "server/log.h"
+#include "server/small_file.h"
+
+namespace rosetta::server {
+
+absl::StatusOr<std::unique_ptr<ApiKeyFile>> ApiKeyFile::Start(const std::string& path,
+                                                              absl::Duration reload_interval) {
+  absl::StatusOr<std::string> contents =
+      ReadSmallFile("api_keys_file", path, ApiKeys::kMaxFileBytes);
+  if (!contents.ok()) return contents.status();
+  absl::StatusOr<ApiKeys> keys = ApiKeys::Parse(path, *contents);
+  if (!keys.ok()) return keys.status();
+  std::unique_ptr<ApiKeyFile> file(
+      new ApiKeyFile(path, reload_interval, *std::move(contents), *std::move(keys)));
+  if (reload_interval > absl::ZeroDuration()) {
+    file->watcher_ = std::thread([raw = file.get()] { raw->Watch(); });
+  }
+  return file;
+}
+
+ApiKeyFile::ApiKeyFile(std::string path, absl::Duration reload_interval, std::string contents,
+                       ApiKeys keys)
+    : path_(std::move(path)),
+      reload_interval_(reload_interval),
+      keys_(std::make_shared<const ApiKeys>(std::move(keys))),
+      contents_(std::move(contents)) {}
+
+ApiKeyFile::~ApiKeyFile() {
+  {
+    absl::MutexLock lock(&mu_);
+    stop_ = true;
+  }
+  if (watcher_.joinable()) watcher_.join();
+}
+
+absl::Status ApiKeyFile::Authenticate(std::optional<absl::string_view> authorization) const {
+  std::shared_ptr<const ApiKeys> keys;
+  {
+    absl::MutexLock lock(&mu_);
+    keys = keys_;
+  }
+  return keys->Authenticate(authorization);
+}
+
+void ApiKeyFile::Watch() {
+  while (true) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (mu_.AwaitWithTimeout(absl::Condition(&stop_), reload_interval_)) return;
+    }
+    CheckForUpdate();
+  }
+}
+
+void ApiKeyFile::CheckForUpdate() {
+  // Read and parse without the lock: calls authenticate meanwhile.
+  absl::StatusOr<std::string> contents =
+      ReadSmallFile("api_keys_file", path_, ApiKeys::kMaxFileBytes);
+  absl::StatusOr<ApiKeys> keys =
+      contents.ok() ? ApiKeys::Parse(path_, *contents) : absl::StatusOr<ApiKeys>(contents.status());
+  absl::MutexLock lock(&mu_);
+  if (contents.ok() && *contents == contents_) {
+    refused_.reset();  // back to what is in use
+    return;
+  }
+  if (!keys.ok()) {
+    // Contents (or a read error) already refused are not logged again.
+    std::string refused = contents.ok() ? *contents : std::string(keys.status().message());
+    if (refused == refused_) return;
+    refused_ = std::move(refused);
+    ++refused_count_;
+    Log("error: API keys file changed: ", keys.status().message(), "; still using the ",
+        keys_->size(), " keys read before");
+    return;
+  }
+  Log("API keys: ", keys->size(), " keys from ", path_, " (", keys_->size(), " before)");
+  keys_ = std::make_shared<const ApiKeys>(*std::move(keys));
+  contents_ = *std::move(contents);
+  refused_.reset();
+  ++accepted_;
+}
+
+size_t ApiKeyFile::size() const {
+  absl::MutexLock lock(&mu_);
+  return keys_->size();
+}
+
+int64_t ApiKeyFile::updates_accepted() const {
+  absl::MutexLock lock(&mu_);
+  return accepted_;
+}
+
+int64_t ApiKeyFile::updates_refused() const {
+  absl::MutexLock lock(&mu_);
+  return refused_count_;
+}
+
+}  // namespace rosetta::server
