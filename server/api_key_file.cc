@@ -1,6 +1,7 @@
 #include "server/api_key_file.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/log.h"
 #include "server/small_file.h"
 
@@ -59,28 +60,46 @@ void ApiKeyFile::CheckForUpdate() {
   // Read and parse without the lock: calls authenticate meanwhile.
   absl::StatusOr<std::string> contents =
       ReadSmallFile("api_keys_file", path_, ApiKeys::kMaxFileBytes);
+  if (contents.ok()) {
+    // A file written in place (not renamed into place) may be caught half-written, and a cut
+    // line can still look like a key: take only contents that stay the same a moment later.
+    absl::SleepFor(kSettleTime);
+    absl::StatusOr<std::string> again =
+        ReadSmallFile("api_keys_file", path_, ApiKeys::kMaxFileBytes);
+    if (!again.ok() || *again != *contents) return;  // changing: the next interval looks again
+  }
   absl::StatusOr<ApiKeys> keys =
       contents.ok() ? ApiKeys::Parse(path_, *contents) : absl::StatusOr<ApiKeys>(contents.status());
+  std::string message;  // logged after the lock is released
+  {
+    absl::MutexLock lock(&mu_);
+    if (contents.ok() && *contents == contents_) {
+      refused_.reset();  // back to what is in use
+      return;
+    }
+    if (!keys.ok()) {
+      // The same contents (or read error) as the last refused are not logged again.
+      std::string refused = contents.ok() ? *contents : std::string(keys.status().message());
+      if (refused == refused_) return;
+      refused_ = std::move(refused);
+      ++refused_count_;
+      message = absl::StrCat("error: API keys file changed: ", keys.status().message(),
+                             "; still using the ", keys_->size(), " keys read before");
+    } else {
+      message = absl::StrCat("API keys: ", keys->size(), " keys from ", path_, " (", keys_->size(),
+                             " before)");
+      keys_ = std::make_shared<const ApiKeys>(*std::move(keys));
+      contents_ = *std::move(contents);
+      refused_.reset();
+      ++accepted_;
+    }
+  }
+  Log(message);
+}
+
+bool ApiKeyFile::file_refused() const {
   absl::MutexLock lock(&mu_);
-  if (contents.ok() && *contents == contents_) {
-    refused_.reset();  // back to what is in use
-    return;
-  }
-  if (!keys.ok()) {
-    // Contents (or a read error) already refused are not logged again.
-    std::string refused = contents.ok() ? *contents : std::string(keys.status().message());
-    if (refused == refused_) return;
-    refused_ = std::move(refused);
-    ++refused_count_;
-    Log("error: API keys file changed: ", keys.status().message(), "; still using the ",
-        keys_->size(), " keys read before");
-    return;
-  }
-  Log("API keys: ", keys->size(), " keys from ", path_, " (", keys_->size(), " before)");
-  keys_ = std::make_shared<const ApiKeys>(*std::move(keys));
-  contents_ = *std::move(contents);
-  refused_.reset();
-  ++accepted_;
+  return refused_.has_value();
 }
 
 size_t ApiKeyFile::size() const {

@@ -37,9 +37,16 @@ class ApiKeyFile {
   // ApiKeys::Authenticate with the keys in use.
   absl::Status Authenticate(std::optional<absl::string_view> authorization) const;
   size_t size() const;
-  // Changes of the file taken into use, and those refused (each distinct content counted once).
+  // Changes of the file taken into use, and those refused (a refused version is counted and
+  // logged once while the file stays as it is).
   int64_t updates_accepted() const;
   int64_t updates_refused() const;
+  // Whether the file as it is now is refused (unreadable or failing the checks), so that the
+  // keys read before are still in use: keys removed from it may still be accepted.
+  bool file_refused() const;
+
+  // How long a changed file must stay the same before it is read as an update.
+  static constexpr absl::Duration kSettleTime = absl::Milliseconds(200);
 
  private:
   ApiKeyFile(std::string path, absl::Duration reload_interval, std::string contents, ApiKeys keys);
@@ -51,7 +58,7 @@ class ApiKeyFile {
   mutable absl::Mutex mu_;
   std::shared_ptr<const ApiKeys> keys_ ABSL_GUARDED_BY(mu_);
   std::string contents_ ABSL_GUARDED_BY(mu_);  // of the file the keys in use came from
-  // The last refused contents, or read error: each is refused (and logged) once.
+  // The last refused contents, or read error, so that it is counted and logged once.
   std::optional<std::string> refused_ ABSL_GUARDED_BY(mu_);
   int64_t accepted_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t refused_count_ ABSL_GUARDED_BY(mu_) = 0;

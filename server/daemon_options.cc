@@ -341,6 +341,11 @@ absl::StatusOr<DaemonOptions> ParseDaemonOptions(int argc, const char* const* ar
         ") must not exceed --max_queued_texts (", options.batching.max_queued_texts, ")"));
   }
   if (absl::Status s = CheckTlsFlags(options.tls); !s.ok()) return s;
+  if (options.api_keys_reload_interval != absl::ZeroDuration() &&
+      (options.api_keys_reload_interval < absl::Seconds(1) ||
+       options.api_keys_reload_interval == absl::InfiniteDuration())) {
+    return absl::InvalidArgumentError("--api_keys_reload_seconds must be 0 (never) or at least 1");
+  }
   if (options.max_connection_age > absl::ZeroDuration() &&
       options.max_connection_age < absl::Seconds(1)) {
     return absl::InvalidArgumentError(

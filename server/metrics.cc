@@ -112,8 +112,9 @@ class Metrics::StepObserver final : public WorkerObserver {
 class Metrics::PulledMetrics final : public prometheus::Collectable {
  public:
   PulledMetrics(const std::atomic<const ModelRegistry*>& registry,
-                const std::atomic<const TlsCertificates*>& tls)
-      : registry_(registry), tls_(tls) {}
+                const std::atomic<const TlsCertificates*>& tls,
+                const std::atomic<const ApiKeyFile*>& api_keys)
+      : registry_(registry), tls_(tls), api_keys_(api_keys) {}
 
   // Runs on a thread of its own: civetweb's request threads have small stacks, which the many
   // temporaries below overflowed under AddressSanitizer. A scrape comes every few seconds; a
@@ -214,6 +215,23 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
                       MetricType::Gauge)]
           .metric.push_back(Value(tls->files_refused() ? 1 : 0, {}, false));
     }
+    if (const ApiKeyFile* keys = api_keys_.load()) {
+      families[family("rosetta_api_keys", "API keys in use (--api_keys_file).", MetricType::Gauge)]
+          .metric.push_back(Value(static_cast<double>(keys->size()), {}, false));
+      const size_t updates =
+          family("rosetta_api_keys_updates_total",
+                 "Changes of the API keys file: taken into use (accepted) or not (refused).",
+                 MetricType::Counter);
+      families[updates].metric.push_back(
+          Value(keys->updates_accepted(), {{"result", "accepted"}}, true));
+      families[updates].metric.push_back(
+          Value(keys->updates_refused(), {{"result", "refused"}}, true));
+      families[family("rosetta_api_keys_file_refused",
+                      "1 while the API keys file on disk is refused (unreadable or failing the "
+                      "checks) and the keys read before are still accepted.",
+                      MetricType::Gauge)]
+          .metric.push_back(Value(keys->file_refused() ? 1 : 0, {}, false));
+    }
     double cpu = 0, resident = 0, start = 0;
     if (ReadProcessStat(&cpu, &resident, &start)) {
       families[family("process_cpu_seconds_total", "User and system CPU time spent in seconds.",
@@ -231,11 +249,12 @@ class Metrics::PulledMetrics final : public prometheus::Collectable {
 
   const std::atomic<const ModelRegistry*>& registry_;
   const std::atomic<const TlsCertificates*>& tls_;
+  const std::atomic<const ApiKeyFile*>& api_keys_;
 };
 
 Metrics::Metrics()
     : registry_pushed_(std::make_shared<prometheus::Registry>()),
-      pulled_(std::make_shared<PulledMetrics>(registry_, tls_)) {
+      pulled_(std::make_shared<PulledMetrics>(registry_, tls_, api_keys_)) {
   prometheus::Registry& r = *registry_pushed_;
   requests_ = &prometheus::BuildCounter()
                    .Name("rosetta_requests_total")

@@ -4,8 +4,9 @@
 // queued and in the engine, tokens, and the worker's batch figures (through WorkerObserver).
 // Pulled at scrape time from the workers' counters: running and waiting sequences, queue capacity,
 // KV cache use, rejections, cancellations and deadline expiries; plus model info and load time,
-// and the process's CPU time and resident memory; with TLS, the certificate's expiry and updates.
-// Labels are low-cardinality: method, model (only loaded models' names), code, reason. Thread-safe.
+// and the process's CPU time and resident memory; with TLS, the certificate's expiry and updates;
+// with API keys, theirs. Labels are low-cardinality: method, model (only loaded models' names),
+// code, reason. Thread-safe.
 #ifndef ROSETTA_SERVER_METRICS_H_
 #define ROSETTA_SERVER_METRICS_H_
 
@@ -22,6 +23,7 @@
 #include "prometheus/family.h"
 #include "prometheus/histogram.h"
 #include "prometheus/registry.h"
+#include "server/api_key_file.h"
 #include "server/model_registry.h"
 #include "server/model_worker.h"
 #include "server/tls.h"
@@ -50,6 +52,8 @@ class Metrics {
   // Pulled TLS metrics (certificate expiry, updates) come from `tls` from now on; null: none.
   // REQUIRES: outlives this object's scrapes.
   void SetTls(const TlsCertificates* tls) { tls_.store(tls); }
+  // Likewise the API keys file's metrics; null: none. REQUIRES: outlives this object's scrapes.
+  void SetApiKeys(const ApiKeyFile* keys) { api_keys_.store(keys); }
   // The observer that records the batches of `model`'s worker; owned by this object.
   WorkerObserver* ObserverFor(const std::string& model);
 
@@ -73,6 +77,7 @@ class Metrics {
   int port_ = 0;
   std::atomic<const ModelRegistry*> registry_{nullptr};
   std::atomic<const TlsCertificates*> tls_{nullptr};
+  std::atomic<const ApiKeyFile*> api_keys_{nullptr};
 
   prometheus::Family<prometheus::Counter>* requests_;
   prometheus::Family<prometheus::Histogram>* request_seconds_;

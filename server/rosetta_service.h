@@ -43,6 +43,8 @@ class RosettaService final : public RawRosettaService {
   // From now on every call must carry one of `keys` (see ApiKeys). REQUIRES: before the server
   // starts.
   void RequireApiKeys(std::unique_ptr<ApiKeyFile> keys) { api_keys_ = std::move(keys); }
+  // The keys required, null when none.
+  const ApiKeyFile* api_keys() const { return api_keys_.get(); }
   // Starts serving the registry's models. REQUIRES: `registry` outlives every call.
   void SetRegistry(const ModelRegistry* registry) { registry_.store(registry); }
   // New calls get UNAVAILABLE from now on.

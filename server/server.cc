@@ -21,6 +21,7 @@ Server::~Server() {
   metrics_.StopServing();
   metrics_.SetRegistry(nullptr);
   metrics_.SetTls(nullptr);
+  metrics_.SetApiKeys(nullptr);
 }
 
 absl::Status Server::Start() {
@@ -67,6 +68,7 @@ absl::Status Server::Start() {
       Log("warning: API keys without TLS cross the network in plain text (--tls_cert_file)");
     }
     service_.RequireApiKeys(*std::move(keys));
+    metrics_.SetApiKeys(service_.api_keys());
   }
   if (!options_.metrics_listen.empty()) {
     if (absl::Status s = metrics_.Serve(options_.metrics_listen); !s.ok()) return s;

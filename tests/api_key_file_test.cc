@@ -44,6 +44,7 @@ TEST(ApiKeyFileTest, TakesNewKeysAndRefusesBadUpdates) {
   EXPECT_FALSE(keys.Authenticate(Bearer(kFirst)).ok());
   EXPECT_EQ(keys.updates_accepted(), 1);
   EXPECT_EQ(keys.size(), 1u);
+  EXPECT_FALSE(keys.file_refused());
 
   // An emptied file and a short key: refused once each; the second key still works.
   Replace(path, "");
@@ -55,6 +56,7 @@ TEST(ApiKeyFileTest, TakesNewKeysAndRefusesBadUpdates) {
   std::this_thread::sleep_for(std::chrono::milliseconds(2500));
   EXPECT_EQ(keys.updates_refused(), 3);  // each counted once
   EXPECT_TRUE(keys.Authenticate(Bearer(kSecond)).ok());
+  EXPECT_TRUE(keys.file_refused());
   EXPECT_EQ(keys.updates_accepted(), 1);
 
   // Both keys.
@@ -63,6 +65,7 @@ TEST(ApiKeyFileTest, TakesNewKeysAndRefusesBadUpdates) {
       testing::Within(absl::Seconds(20), [&] { return keys.Authenticate(Bearer(kFirst)).ok(); }));
   EXPECT_TRUE(keys.Authenticate(Bearer(kSecond)).ok());
   EXPECT_EQ(keys.size(), 2u);
+  EXPECT_FALSE(keys.file_refused());
 }
 
 TEST(ApiKeyFileTest, ZeroIntervalReadsOnce) {

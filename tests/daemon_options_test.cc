@@ -159,6 +159,12 @@ TEST(DaemonOptionsTest, MaxConnectionAgeAndApiKeysReload) {
   EXPECT_EQ(defaults->api_keys_reload_interval, absl::Seconds(60));
   EXPECT_EQ(defaults->max_connection_age, absl::ZeroDuration());        // never
   EXPECT_EQ(defaults->max_connection_age_grace, absl::ZeroDuration());  // no limit
+  for (const char* interval : {"0.5", "1e-9", "inf"}) {
+    EXPECT_THAT(
+        Parse({"--model", "m=/m", "--api_keys_reload_seconds", interval}).status().message(),
+        HasSubstr("--api_keys_reload_seconds must be 0 (never) or at least 1"))
+        << interval;
+  }
   // Under a second (0.0004 s would be 0 ms to gRPC: every connection closed at once).
   EXPECT_THAT(
       Parse({"--model", "m=/m", "--max_connection_age_seconds", "0.0004"}).status().message(),

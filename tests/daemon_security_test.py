@@ -311,7 +311,7 @@ def check_api_keys(args, model_flags, python_client, temporary, stubs):
               f"rosettad {' '.join(flags)[-40:]}: exits {status} saying '{message}'", log)
 
     daemon = Daemon(args.rosettad, *model_flags, "--api_keys_file", str(keys_file),
-                    "--api_keys_reload_seconds", "1")
+                    "--api_keys_reload_seconds", "1", "--metrics_listen", "127.0.0.1:0")
     try:
         if not check(daemon.wait_serving(180), "rosettad with API keys serves",
                      "".join(daemon.log)):
@@ -399,6 +399,12 @@ def check_api_keys(args, model_flags, python_client, temporary, stubs):
               f"{status} {out!r} {err}")
         check(any("API keys: 2 keys from" in line and "(2 before)" in line for line in daemon.log),
               "the key rotation is logged", "".join(daemon.log[-5:]))
+        metrics_url = re.search(r"metrics on (http://\S+/metrics)", "".join(daemon.log))
+        values = scrape(metrics_url.group(1) if metrics_url else None)
+        check(values.get("rosetta_api_keys") == 2
+              and values.get('rosetta_api_keys_updates_total{result="accepted"}') == 1
+              and values.get("rosetta_api_keys_file_refused") == 0,
+              "/metrics: 2 keys in use, one update accepted, the file not refused", str(values))
     finally:
         status = daemon.stop()
         check(status == 0, "rosettad with API keys exits 0 on SIGTERM", "".join(daemon.log[-10:]))
