@@ -84,4 +84,18 @@ absl::StatusOr<std::string> ApiKeyFrom(absl::string_view value, absl::string_vie
   return std::string(key);
 }
 
+std::string ConnectionHint(absl::string_view error_message, bool tls) {
+  if (!absl::StrContains(error_message, "failed to connect")) return "";
+  if (!tls && absl::StrContains(error_message, "Socket closed")) {
+    return "the server may require TLS: give --tls_ca_file FILE (or --tls for the system's CAs)";
+  }
+  if (tls && absl::StrContains(error_message, "wrong version number")) {
+    return "the server does not seem to use TLS: drop the --tls flags";
+  }
+  if (tls && absl::StrContains(error_message, "certificate verify failed")) {
+    return "the server's certificate does not chain to a trusted CA: check --tls_ca_file";
+  }
+  return "";
+}
+
 }  // namespace rosetta::client

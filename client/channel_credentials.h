@@ -49,6 +49,12 @@ absl::StatusOr<std::string> ReadApiKey(const std::string& path);
 // ASCII without spaces. Otherwise InvalidArgument naming `source` (a flag, a variable).
 absl::StatusOr<std::string> ApiKeyFrom(absl::string_view value, absl::string_view source);
 
+// A hint for a failed connection whose cause is a TLS mismatch, from gRPC's message: a plaintext
+// client at a TLS server ("Socket closed"), a TLS client at a plaintext server ("wrong version
+// number"), a certificate the client does not trust. Empty when there is none. `tls`: whether
+// the client used TLS.
+std::string ConnectionHint(absl::string_view error_message, bool tls);
+
 // What a call carries when the server requires an API key (rosettad --api_keys_file).
 inline constexpr char kApiKeyMetadata[] = "authorization";
 inline std::string ApiKeyMetadataValue(const std::string& key) { return "Bearer " + key; }

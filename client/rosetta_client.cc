@@ -15,6 +15,7 @@
 // (or a ROSETTA_TLS_ variable) asks for TLS, and sends the API key of --api_key_file (or
 // $ROSETTA_API_KEY) with every call when there is one.
 #include <google/protobuf/util/json_util.h>
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -136,6 +137,14 @@ int UsageError(absl::string_view message, absl::string_view command = "") {
   return kExitUsage;
 }
 
+ChannelSecurity SecurityFromFlags() {
+  return {.tls = absl::GetFlag(FLAGS_tls),
+          .ca_file = absl::GetFlag(FLAGS_tls_ca_file),
+          .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
+          .key_file = absl::GetFlag(FLAGS_tls_key_file),
+          .server_name = absl::GetFlag(FLAGS_tls_server_name)};
+}
+
 // Prints "rosetta: CODE_NAME: message". For a batch after the first, adds the batch's inputs: the
 // server counts inputs from the start of its request.
 int RpcError(const grpc::Status& status, size_t batch_start = 0, size_t batch_size = 0) {
@@ -145,8 +154,18 @@ int RpcError(const grpc::Status& status, size_t batch_start = 0, size_t batch_si
                                  batch_start + batch_size - 1);
   }
   std::cerr << "\n";
+  if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
+    const std::string hint = ConnectionHint(status.error_message(), SecurityFromFlags().UsesTls());
+    if (!hint.empty()) {
+      std::cerr << "rosetta: " << hint << "\n";
+    }
+  }
   return kExitRpcError;
 }
+
+// gRPC's own log lines (a failed handshake) repeat what the call's status says: unless
+// GRPC_VERBOSITY asks for them, a command-line tool keeps them off the terminal.
+void QuietGrpcLog(gpr_log_func_args*) {}
 
 // A response that breaks the API's contract (a missing or extra result).
 int BadResponse(absl::string_view message) {
@@ -159,13 +178,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> OpenChannel() {
   // The server bounds what it sends (ModelLimits); large batches of embeddings exceed gRPC's
   // default limit of 4 MiB.
   arguments.SetMaxReceiveMessageSize(-1);
-  const ChannelSecurity security = {.tls = absl::GetFlag(FLAGS_tls),
-                                    .ca_file = absl::GetFlag(FLAGS_tls_ca_file),
-                                    .cert_file = absl::GetFlag(FLAGS_tls_cert_file),
-                                    .key_file = absl::GetFlag(FLAGS_tls_key_file),
-                                    .server_name = absl::GetFlag(FLAGS_tls_server_name)};
   absl::StatusOr<std::shared_ptr<grpc::ChannelCredentials>> credentials =
-      ChannelCredentials(security, &arguments);
+      ChannelCredentials(SecurityFromFlags(), &arguments);
   if (!credentials.ok()) return credentials.status();
   return grpc::CreateCustomChannel(absl::GetFlag(FLAGS_address), *credentials, arguments);
 }
@@ -522,6 +536,7 @@ int Health(const std::vector<std::string>& args) {
 }
 
 int Run(int argc, char** argv) {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(&QuietGrpcLog);
   if (const char* address = std::getenv("ROSETTA_ADDRESS"); address != nullptr && *address) {
     absl::SetFlag(&FLAGS_address, address);
   }

@@ -72,6 +72,31 @@ TEST_F(ChannelCredentialsTest, AcceptsATraditionalEcKeyAfterItsParameters) {
   EXPECT_TRUE(credentials.ok()) << credentials.status();
 }
 
+TEST_F(ChannelCredentialsTest, HintsAtTlsMismatches) {
+  // gRPC 1.51's messages for each case.
+  EXPECT_THAT(ConnectionHint("failed to connect to all addresses; last error: UNAVAILABLE: "
+                             "ipv4:127.0.0.1:51001: Socket closed",
+                             /*tls=*/false),
+              HasSubstr("may require TLS"));
+  EXPECT_THAT(ConnectionHint("failed to connect to all addresses; last error: UNKNOWN: "
+                             "ipv4:127.0.0.1:51002: Ssl handshake failed: SSL_ERROR_SSL: "
+                             "error:0A00010B:SSL routines::wrong version number",
+                             /*tls=*/true),
+              HasSubstr("does not seem to use TLS"));
+  EXPECT_THAT(ConnectionHint("failed to connect to all addresses; last error: UNKNOWN: "
+                             "ipv4:127.0.0.1:51001: Ssl handshake failed: SSL_ERROR_SSL: "
+                             "error:0A000086:SSL routines::certificate verify failed",
+                             /*tls=*/true),
+              HasSubstr("--tls_ca_file"));
+  // A server that is down, or a plaintext client whose socket closed for another reason.
+  EXPECT_EQ(ConnectionHint("failed to connect to all addresses; last error: UNKNOWN: "
+                           "ipv4:127.0.0.1:51003: Failed to connect to remote host: Connection "
+                           "refused",
+                           false),
+            "");
+  EXPECT_EQ(ConnectionHint("Socket closed", /*tls=*/true), "");
+}
+
 grpc::Status Check(const ChannelSecurity& security, const std::string& address) {
   grpc::ChannelArguments arguments;
   arguments.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);

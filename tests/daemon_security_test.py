@@ -205,7 +205,9 @@ def check_tls(args, model_flags, certs, python_client, served):
 
         # Refused: plaintext, a client that trusts another CA, and a file that is no CA.
         status, out, err = run(client + ["health", *at])
-        check(status == 1 and "UNAVAILABLE" in err, "plaintext rosetta health: UNAVAILABLE",
+        check(status == 1 and "UNAVAILABLE" in err and "may require TLS" in err
+              and "Handshake failed" not in err,
+              "plaintext rosetta health: UNAVAILABLE, a hint, no gRPC log line",
               f"{status} {out!r} {err}")
         status, out, err = run(client + ["health", *at, "--tls_ca_file",
                                          str(certs / "other-ca.crt")])
@@ -342,6 +344,9 @@ def check_api_keys(args, model_flags, python_client, temporary, stubs):
         status, out, err = run([args.client, "health", *at], env=without)
         check(status == 0 and out.strip() == "SERVING", "rosetta health needs no key",
               f"{status} {out!r} {err}")
+        status, out, err = run([args.client, "health", *at, "--tls"], env=without)
+        check(status == 1 and "does not seem to use TLS" in err,
+              "rosetta health --tls at a plaintext server: a hint", f"{status} {out!r} {err}")
         status, out, err = run(python_client + [*at, KNOWN_INPUT], env=without)
         check(status == 1 and "UNAUTHENTICATED" in err,
               "rosetta_client.py without a key: UNAUTHENTICATED", f"{status} {out!r} {err}")
