@@ -60,6 +60,16 @@ void ApiKeyFile::CheckForUpdate() {
   // Read and parse without the lock: calls authenticate meanwhile.
   absl::StatusOr<std::string> contents =
       ReadSmallFile("api_keys_file", path_, ApiKeys::kMaxFileBytes);
+  {
+    // Most intervals find the file as it was: nothing to settle, parse or log.
+    absl::MutexLock lock(&mu_);
+    if (contents.ok() && *contents == contents_) {
+      refused_.reset();  // back to what is in use
+      return;
+    }
+    const std::string seen = contents.ok() ? *contents : std::string(contents.status().message());
+    if (seen == refused_) return;
+  }
   if (contents.ok()) {
     // A file written in place (not renamed into place) may be caught half-written, and a cut
     // line can still look like a key: take only contents that stay the same a moment later.
@@ -73,15 +83,9 @@ void ApiKeyFile::CheckForUpdate() {
   std::string message;  // logged after the lock is released
   {
     absl::MutexLock lock(&mu_);
-    if (contents.ok() && *contents == contents_) {
-      refused_.reset();  // back to what is in use
-      return;
-    }
     if (!keys.ok()) {
-      // The same contents (or read error) as the last refused are not logged again.
-      std::string refused = contents.ok() ? *contents : std::string(keys.status().message());
-      if (refused == refused_) return;
-      refused_ = std::move(refused);
+      // Remembered, so that the next intervals pass it over (above) instead of logging it again.
+      refused_ = contents.ok() ? *contents : std::string(keys.status().message());
       ++refused_count_;
       message = absl::StrCat("error: API keys file changed: ", keys.status().message(),
                              "; still using the ", keys_->size(), " keys read before");

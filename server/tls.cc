@@ -164,14 +164,16 @@ void TlsCertificates::CheckForUpdate() {
   absl::StatusOr<TlsPem> pem = ReadTlsPem(options_);
   absl::MutexLock lock(&mu_);
   if (stop_) return;
-  const std::string kept =
-      absl::StrCat("; still using the certificate ", summary_.subject, " issued by ",
-                   summary_.issuer, ", valid until ", FormatExpiry(summary_.not_after));
+  // Formatted only when something is refused, not at every interval.
+  auto kept = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return absl::StrCat("; still using the certificate ", summary_.subject, " issued by ",
+                        summary_.issuer, ", valid until ", FormatExpiry(summary_.not_after));
+  };
   if (!pem.ok()) {
     if (pem.status().message() != read_error_) {
       read_error_ = std::string(pem.status().message());
       ++refused_count_;
-      Log("error: TLS files changed: ", pem.status().message(), kept);
+      Log("error: TLS files changed: ", pem.status().message(), kept());
     }
     return;
   }
@@ -188,13 +190,13 @@ void TlsCertificates::CheckForUpdate() {
   if (!summary.ok()) {
     refused_ = *pem;
     ++refused_count_;
-    Log("error: TLS files changed: ", summary.status().message(), kept);
+    Log("error: TLS files changed: ", summary.status().message(), kept());
     return;
   }
   if (absl::Status s = Install(*pem); !s.ok()) {
     // Not remembered as refused: the next interval tries again.
     install_failing_ = true;
-    Log("error: TLS: cannot take the certificate into use: ", s.message(), kept);
+    Log("error: TLS: cannot take the certificate into use: ", s.message(), kept());
     return;
   }
   install_failing_ = false;
