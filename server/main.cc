@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <mutex>
 #include <thread>
 
 #include "engine/blas.h"
@@ -62,7 +63,11 @@ int Run(int argc, char** argv) {
   // failed.
   sigaddset(&signals, SIGUSR1);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-  std::atomic<bool> serving{false};
+  // Whether the models serve, or the process exits on a signal instead: decided once, under the
+  // lock, so that no call is accepted by a process that then exits without draining.
+  std::mutex state_mu;
+  bool serving = false;
+  bool exiting = false;
   std::atomic<bool> load_failed{false};
   // SIGUSR1 goes to this thread alone: sent to the process, it could reach a thread that has it
   // unblocked (OpenBLAS's) before this one waits for it, and its default action ends the process.
@@ -70,14 +75,20 @@ int Run(int argc, char** argv) {
   rosetta::server::Server server(*options);
   std::thread loader([&] {
     absl::Status status = server.Start();
-    if (status.ok()) status = server.LoadModels();
+    if (status.ok()) {
+      status = server.LoadModels([&] {
+        std::lock_guard<std::mutex> lock(state_mu);
+        serving = !exiting;
+        return serving;
+      });
+    }
+    if (absl::IsCancelled(status)) return;  // the main thread is exiting on a signal
     if (!status.ok()) {
       rosetta::server::Log("error: ", status.message());
       load_failed.store(true);
       pthread_kill(main_thread, SIGUSR1);
       return;
     }
-    serving.store(true);
   });
   for (;;) {
     int signal_number = 0;
@@ -89,7 +100,13 @@ int Run(int argc, char** argv) {
       return 1;
     }
     const char* name = signal_number == SIGTERM ? "SIGTERM" : "SIGINT";
-    if (!serving.load()) {
+    bool exit_now;
+    {
+      std::lock_guard<std::mutex> lock(state_mu);
+      exiting = !serving;
+      exit_now = exiting;
+    }
+    if (exit_now) {
       rosetta::server::Log("received ", name, " while loading models: exiting");
       std::_Exit(0);  // downloads in progress resume at the next start
     }

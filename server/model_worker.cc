@@ -368,9 +368,13 @@ void ModelWorker::SweepRunning(absl::Time now) {
   }
   if (swept) {
     absl::MutexLock lock(&mu_);
-    stats_.running_sequences = batch_->num_sentences();
-    stats_.cache_bytes_in_use = batch_->cache().bytes_in_use();
+    PublishBatchState();
   }
+}
+
+void ModelWorker::PublishBatchState() {
+  stats_.running_sequences = batch_->num_sentences();
+  stats_.cache_bytes_in_use = batch_->cache().bytes_in_use();
 }
 
 void ModelWorker::AdmitTexts(std::vector<QueuedText>& texts) {
@@ -420,6 +424,8 @@ void ModelWorker::StepBatch() {
       EndJob(*text.job, absl::InternalError(absl::StrCat("the engine failed: ", e.what())));
     }
     running_.clear();
+    absl::MutexLock lock(&mu_);
+    PublishBatchState();  // the batch is empty now, and no step follows to say so
     return;
   }
   if (observer_ != nullptr) observer_->OnDecodingStep(sequences, rows);
@@ -431,8 +437,7 @@ void ModelWorker::StepBatch() {
     stats_.sentences += static_cast<int64_t>(finished.size());
     stats_.max_batch_sequences = std::max(stats_.max_batch_sequences, sequences);
     stats_.max_batch_rows = std::max(stats_.max_batch_rows, rows);
-    stats_.running_sequences = batch_->num_sentences();
-    stats_.cache_bytes_in_use = batch_->cache().bytes_in_use();
+    PublishBatchState();
   }
   for (DecodingBatch::Finished& result : finished) {
     auto it = running_.find(result.id);

@@ -213,6 +213,8 @@ class ModelWorker {
   void RunEncodeBatch(std::vector<std::shared_ptr<EncodeJob>>& jobs);
   void StepBatch();
   void SweepRunning(absl::Time now);
+  // Running sentences and cache use into stats_.
+  void PublishBatchState() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Ends `job` with `status` unless it has ended.
   void EndJob(Job& job, const absl::Status& status);
   void EndTranslation(TranslationJob& job, const absl::Status& status);

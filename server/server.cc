@@ -117,12 +117,13 @@ absl::Status Server::Start() {
   return absl::OkStatus();
 }
 
-absl::Status Server::LoadModels() {
+absl::Status Server::LoadModels(const std::function<bool()>& may_serve) {
   absl::StatusOr<std::unique_ptr<ModelRegistry>> registry =
       ModelRegistry::Load(options_, options_.threads,
                           [this](const std::string& model) { return metrics_.ObserverFor(model); });
   if (!registry.ok()) return registry.status();
   registry_ = std::move(*registry);
+  if (may_serve && !may_serve()) return absl::CancelledError("not serving: stopping");
   metrics_.SetRegistry(registry_.get());
   service_.SetRegistry(registry_.get());
   SetServing(true);
@@ -153,8 +154,9 @@ void Server::SetServing(bool serving) {
 int Server::Drain() {
   if (drained_ || server_ == nullptr) return 0;
   drained_ = true;
-  service_.StartDraining();
+  // Health first: a client refused for the drain then finds health NOT_SERVING already.
   SetServing(false);
+  service_.StartDraining();
   const int in_flight = service_.calls_in_flight();
   Log("draining: health NOT_SERVING, new requests get UNAVAILABLE; ", in_flight,
       " requests in flight, waiting up to ", absl::FormatDuration(options_.drain_timeout));

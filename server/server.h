@@ -11,6 +11,7 @@
 #ifndef ROSETTA_SERVER_SERVER_H_
 #define ROSETTA_SERVER_SERVER_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,7 +37,11 @@ class Server {
   ~Server();
 
   absl::Status Start();
-  absl::Status LoadModels();
+  // Loads the models and starts serving them. `may_serve`, when set, is asked once the models are
+  // loaded and before any call can reach them: false leaves the server NOT_SERVING and returns
+  // CANCELLED (the daemon's main thread uses it to exit on a signal without having accepted
+  // anything).
+  absl::Status LoadModels(const std::function<bool()>& may_serve = nullptr);
   // Stops serving: new calls get UNAVAILABLE at once, calls in flight get up to the drain
   // timeout to finish; what remains then ends with UNAVAILABLE. Returns the calls that were
   // still in flight at the timeout.

@@ -1089,6 +1089,26 @@ TEST_F(ServerTest, MaxConnectionAgeMakesClientsReconnect) {
   EXPECT_EQ(response.translations(0).hypotheses(0).text(), "a t z m o n");
 }
 
+// The daemon's main thread, told to stop while models load, refuses to let them serve: the
+// loaded models then take no call, and the process may exit without a drain.
+TEST_F(ServerTest, LoadedModelsServeOnlyWhenAllowed) {
+  StartServer(Options(), /*load=*/false);
+  int asked = 0;
+  const absl::Status status = server_->LoadModels([&] {
+    ++asked;
+    return false;
+  });
+  EXPECT_TRUE(absl::IsCancelled(status)) << status;
+  EXPECT_EQ(asked, 1);
+  EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Health(Server::kServiceName), HealthCheckResponse::NOT_SERVING);
+  v1::TranslateRequest request;
+  request.add_texts("ب");
+  v1::TranslateResponse response;
+  const grpc::Status call = Translate(request, &response);
+  EXPECT_EQ(call.error_code(), grpc::StatusCode::UNAVAILABLE) << call.error_message();
+}
+
 TEST_F(ServerTest, HealthFollowsLoadingServingDraining) {
   StartServer(Options(), /*load=*/false);
   EXPECT_EQ(Health(""), HealthCheckResponse::NOT_SERVING);
