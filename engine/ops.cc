@@ -16,9 +16,14 @@
 #include "engine/tail_mask.h"
 
 // Hot loops are compiled for AVX-512 and AVX2 besides the baseline; the loader picks the best
-// clone for the CPU at run time, so one binary stays portable.
+// clone for the CPU at run time, so one binary stays portable. Not under ThreadSanitizer: the
+// loader runs the clones' resolvers before the sanitizer's runtime is ready, and they crash.
+#if defined(__SANITIZE_THREAD__)
+#define ROSETTA_MULTIVERSION
+#else
 #define ROSETTA_MULTIVERSION \
   __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#endif
 
 namespace rosetta {
 

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs the whole test suite twice: an optimised build, then a
-# build with AddressSanitizer and UndefinedBehaviorSanitizer. Prints how long each stage took.
-#   scripts/test.sh              both builds
+# build with AddressSanitizer and UndefinedBehaviorSanitizer; then the tests of what runs on
+# several threads (thread pool, model worker, server, daemon, clients, certificate and key
+# watchers) once more in a build with ThreadSanitizer. Prints how long each stage took.
+#   scripts/test.sh              all three builds
 #   ROSETTA_SKIP_SANITIZERS=1 scripts/test.sh   the optimised build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,5 +38,17 @@ if [[ "${ROSETTA_SKIP_SANITIZERS:-0}" != "1" ]]; then
     ctest --test-dir build-sanitize --output-on-failure -j "$jobs" --timeout 2400 \
       -LE 'slow|docker|deploy|external'  # the image, the manifests, third-party clients: once, in the optimised build
   stage_done "tests (ASan+UBSan)"
+
+  stage "build (TSan)"
+  cmake -S . -B build-tsan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DROSETTA_TSAN=ON
+  cmake --build build-tsan -j "$jobs"
+  stage_done "build (TSan)"
+
+  # The sanitizer's options and suppressions are compiled in (tests/tsan_support.cc): the first
+  # report ends the process, which fails its test. Numerical tests are left to the builds above.
+  stage "tests (TSan)"
+  ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 2400 -LE 'slow|docker|deploy|external' \
+    -R '^(thread_pool_test|compute_gate_test|decoding_test|model_worker_test|server_test|library_log_test|api_key_file_test|tls_test|client_test|daemon_test|daemon_security_test|metrics_test|loadgen_test)$'
+  stage_done "tests (TSan)"
 fi
 echo "=== all tests passed"
