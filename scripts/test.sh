@@ -48,7 +48,7 @@ if [[ "${ROSETTA_SKIP_SANITIZERS:-0}" != "1" ]]; then
   # report ends the process, which fails its test. Numerical tests are left to the builds above.
   stage "tests (TSan)"
   ctest --test-dir build-tsan --output-on-failure -j "$jobs" --timeout 2400 -LE 'slow|docker|deploy|external' \
-    -R '^(thread_pool_test|compute_gate_test|decoding_test|model_worker_test|server_test|library_log_test|api_key_file_test|tls_test|client_test|daemon_test|daemon_security_test|metrics_test|loadgen_test)$'
+    -R '^(thread_pool_test|compute_gate_test|decoding_test|model_worker_test|server_test|library_log_test|api_key_file_test|tls_test|client_test|daemon_test|daemon_security_test|metrics_test|loadgen_test|stress_test)$'
   stage_done "tests (TSan)"
 fi
 echo "=== all tests passed"
