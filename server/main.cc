@@ -82,7 +82,10 @@ int Run(int argc, char** argv) {
         return serving;
       });
     }
-    if (absl::IsCancelled(status)) return;  // the main thread is exiting on a signal
+    {
+      std::lock_guard<std::mutex> lock(state_mu);
+      if (exiting) return;  // the main thread ends the process on a signal
+    }
     if (!status.ok()) {
       rosetta::server::Log("error: ", status.message());
       load_failed.store(true);
