@@ -37,12 +37,22 @@ def random_text(rng, words=None):
     return " ".join(rng.choice(LETTERS) for _ in range(words or rng.randint(1, 12)))
 
 
+def code_of(call, *args, **kwargs):
+    """The status code name a unary call ends with ("OK" when it returns)."""
+    try:
+        call(*args, **kwargs)
+        return "OK"
+    except grpc.RpcError as error:
+        return error.code().name
+
+
 class Load:
     """The random calls; counts outcomes per kind of call and records unexpected ones."""
 
-    def __init__(self, pb, stub, channel, expected, seed):
+    def __init__(self, pb, stub, channel, texts, expected, seed):
         self.pb = pb
         self.stub = stub
+        self.texts = texts
         self.expected = expected  # (model, text, beam) -> best hypothesis alone
         self.seed = seed
         self.outcomes = collections.Counter()
@@ -60,7 +70,7 @@ class Load:
     def translate(self, rng):
         model = rng.choice(MODELS)
         beam = rng.choice([1, 2])
-        texts = rng.sample(sorted({t for (_, t, _) in self.expected}), rng.randint(1, 6))
+        texts = rng.sample(self.texts, rng.randint(1, 6))
         request = self.pb.TranslateRequest(model=model, texts=texts,
                                            options=self.pb.TranslateOptions(beam_size=beam))
         try:
@@ -75,7 +85,7 @@ class Load:
 
     def stream(self, rng):
         model = rng.choice(MODELS)
-        texts = rng.sample(sorted({t for (_, t, _) in self.expected}), rng.randint(1, 4))
+        texts = rng.sample(self.texts, rng.randint(1, 4))
         request = self.pb.TranslateRequest(model=model, texts=texts,
                                            options=self.pb.TranslateOptions(beam_size=1))
         call = self.stub.TranslateStream(request, timeout=CALL_TIMEOUT)
@@ -109,11 +119,8 @@ class Load:
                                              max_length=200))
 
     def deadline(self, rng):
-        try:
-            self.stub.Translate(self.long_request(rng), timeout=rng.uniform(0.001, 0.08))
-            code = "OK"
-        except grpc.RpcError as error:
-            code = error.code().name
+        code = code_of(self.stub.Translate, self.long_request(rng),
+                       timeout=rng.uniform(0.001, 0.08))
         self.record("deadline", code, {"OK", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})
 
     def cancel(self, rng):
@@ -149,11 +156,7 @@ class Load:
         request = self.pb.TranslateRequest(
             model=rng.choice(MODELS), texts=[random_text(rng, 10) for _ in range(MAX_TEXTS)],
             options=self.pb.TranslateOptions(beam_size=4, max_length=64))
-        try:
-            self.stub.Translate(request, timeout=CALL_TIMEOUT)
-            code = "OK"
-        except grpc.RpcError as error:
-            code = error.code().name
+        code = code_of(self.stub.Translate, request, timeout=CALL_TIMEOUT)
         self.record("flood", code, {"OK", "RESOURCE_EXHAUSTED"})
 
     def invalid(self, rng):
@@ -174,25 +177,15 @@ class Load:
             ("truncated message", b"\x12\x40ab", "INVALID_ARGUMENT"),
         ]
         name, request, want = rng.choice(cases)
-        try:
-            if isinstance(request, bytes):
-                self.raw_translate(request, timeout=60)
-            else:
-                self.stub.Translate(request, timeout=60)
-            code = "OK"
-        except grpc.RpcError as error:
-            code = error.code().name
-        self.record(f"invalid ({name})", code, {want})
+        call = self.raw_translate if isinstance(request, bytes) else self.stub.Translate
+        self.record(f"invalid ({name})", code_of(call, request, timeout=60), {want})
 
     def info(self, rng):
-        try:
-            if rng.random() < 0.5:
-                self.stub.ListModels(self.pb.ListModelsRequest(), timeout=60)
-            else:
-                self.stub.GetModel(self.pb.GetModelRequest(name=rng.choice(MODELS)), timeout=60)
-            code = "OK"
-        except grpc.RpcError as error:
-            code = error.code().name
+        if rng.random() < 0.5:
+            code = code_of(self.stub.ListModels, self.pb.ListModelsRequest(), timeout=60)
+        else:
+            code = code_of(self.stub.GetModel, self.pb.GetModelRequest(name=rng.choice(MODELS)),
+                           timeout=60)
         self.record("info", code, {"OK"})
 
     def run(self, worker, until):
@@ -225,7 +218,7 @@ def exercise(args, pb, rpc, daemon):
                     timeout=CALL_TIMEOUT)
                 expected[(model, text, beam)] = response.translations[0].hypotheses[0].text
 
-    load = Load(pb, stub, channel, expected, args.seed)
+    load = Load(pb, stub, channel, texts, expected, args.seed)
     until = time.time() + args.seconds
     workers = [threading.Thread(target=load.run, args=(i, until)) for i in range(args.clients)]
     for w in workers:

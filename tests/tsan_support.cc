@@ -19,6 +19,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -29,7 +30,7 @@ template <typename Fn>
 Fn Real(const char* mangled) {
   void* symbol = dlsym(RTLD_NEXT, mangled);
   if (symbol == nullptr) {
-    std::fprintf(stderr, "tsan_absl_sync: %s not found in the Abseil library\n", mangled);
+    std::fprintf(stderr, "tsan_support: %s not found in the Abseil library\n", mangled);
     std::abort();
   }
   return reinterpret_cast<Fn>(symbol);
@@ -62,14 +63,44 @@ struct Annotated {
   }
 };
 
+// The library's `real` LockWhen or Await (they differ only in whether the caller holds the mutex,
+// which Await releases first) with the annotated condition; `extra` is a timeout or deadline.
+template <typename Fn, typename... Extra>
+auto WhenCondition(Fn real, absl::Mutex* mu, const absl::Condition& cond, Extra... extra) {
+  Annotated annotated{&cond, mu};
+  const absl::Condition published = annotated.Publish();
+  if constexpr (std::is_void_v<decltype(real(mu, published, extra...))>) {
+    real(mu, published, extra...);
+    Acquire(mu);
+  } else {
+    const auto result = real(mu, published, extra...);
+    Acquire(mu);
+    return result;
+  }
+}
+
+// The library's `real` CondVar wait, which releases `mu` and takes it again.
+template <typename Fn, typename... Extra>
+auto CondVarWait(Fn real, absl::CondVar* cv, absl::Mutex* mu, Extra... extra) {
+  Release(mu);
+  if constexpr (std::is_void_v<decltype(real(cv, mu, extra...))>) {
+    real(cv, mu, extra...);
+    Acquire(mu);
+  } else {
+    const auto result = real(cv, mu, extra...);
+    Acquire(mu);
+    return result;
+  }
+}
+
 }  // namespace
 
 // Gone on the first report: a test then fails on it. The libraries that come uninstrumented from
 // Debian (gRPC, OpenBLAS, the rest of Abseil, protobuf, OpenSSL) hand memory between their threads
 // through atomics and futexes the sanitizer cannot see, so what its interceptors (memcpy, memset,
 // free) see them do would be reported as races with each other: ignore_noninstrumented_modules
-// keeps interceptors to calls from instrumented code. This project's code stays checked, also
-// when those libraries call it (a reactor's callbacks on gRPC's threads). TSAN_OPTIONS overrides.
+// keeps interceptors to calls from instrumented code (for gRPC, see the suppressions below).
+// TSAN_OPTIONS overrides.
 extern "C" const char* __tsan_default_options() {
   return "halt_on_error=1:second_deadlock_stack=1:ignore_noninstrumented_modules=1";
 }
@@ -115,87 +146,57 @@ void Mutex::Unlock() {
 void Mutex::LockWhen(const Condition& cond) {
   ROSETTA_REAL(void (*)(Mutex*, const Condition&),
                "_ZN4absl7debian35Mutex8LockWhenERKNS0_9ConditionE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
-  real(this, annotated_cond);
-  Acquire(this);
+  WhenCondition(real, this, cond);
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   ROSETTA_REAL(bool (*)(Mutex*, const Condition&, Duration),
                "_ZN4absl7debian35Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
-  const bool result = real(this, annotated_cond, timeout);
-  Acquire(this);
-  return result;
+  return WhenCondition(real, this, cond, timeout);
 }
 
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   ROSETTA_REAL(bool (*)(Mutex*, const Condition&, Time),
                "_ZN4absl7debian35Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
-  const bool result = real(this, annotated_cond, deadline);
-  Acquire(this);
-  return result;
+  return WhenCondition(real, this, cond, deadline);
 }
 
 void Mutex::Await(const Condition& cond) {
   ROSETTA_REAL(void (*)(Mutex*, const Condition&),
                "_ZN4absl7debian35Mutex5AwaitERKNS0_9ConditionE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
   Release(this);
-  real(this, annotated_cond);
-  Acquire(this);
+  WhenCondition(real, this, cond);
 }
 
 bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   ROSETTA_REAL(bool (*)(Mutex*, const Condition&, Duration),
                "_ZN4absl7debian35Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
   Release(this);
-  const bool result = real(this, annotated_cond, timeout);
-  Acquire(this);
-  return result;
+  return WhenCondition(real, this, cond, timeout);
 }
 
 bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   ROSETTA_REAL(bool (*)(Mutex*, const Condition&, Time),
                "_ZN4absl7debian35Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE");
-  Annotated annotated{&cond, this};
-  const Condition annotated_cond = annotated.Publish();
   Release(this);
-  const bool result = real(this, annotated_cond, deadline);
-  Acquire(this);
-  return result;
+  return WhenCondition(real, this, cond, deadline);
 }
 
 void CondVar::Wait(Mutex* mu) {
   ROSETTA_REAL(void (*)(CondVar*, Mutex*), "_ZN4absl7debian37CondVar4WaitEPNS0_5MutexE");
-  Release(mu);
-  real(this, mu);
-  Acquire(mu);
+  CondVarWait(real, this, mu);
 }
 
 bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
   ROSETTA_REAL(bool (*)(CondVar*, Mutex*, Duration),
                "_ZN4absl7debian37CondVar15WaitWithTimeoutEPNS0_5MutexENS0_8DurationE");
-  Release(mu);
-  const bool result = real(this, mu, timeout);
-  Acquire(mu);
-  return result;
+  return CondVarWait(real, this, mu, timeout);
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
   ROSETTA_REAL(bool (*)(CondVar*, Mutex*, Time),
                "_ZN4absl7debian37CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE");
-  Release(mu);
-  const bool result = real(this, mu, deadline);
-  Acquire(mu);
-  return result;
+  return CondVarWait(real, this, mu, deadline);
 }
 
 }  // namespace absl
